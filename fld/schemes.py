@@ -1,0 +1,303 @@
+"""Landmark schemes: the one table that says what each landmark index means.
+
+A scheme owns, for K landmarks: the horizontal-flip permutation, the indices used to
+normalise errors (outer eye corners for inter-ocular NME, the points averaged into each
+pupil for inter-pupil NME), and the edge groups (boundary curves) used by the
+Anisotropic Attention Module. Built-in schemes: ``300w_68``, ``pair_51``, ``wflw_98``,
+``cofw_29``. Custom schemes are declared in a JSON file (see ``load_scheme_file``) and
+used by passing the file path wherever a scheme name is accepted.
+
+Indices are 0-based everywhere. Numpy only: the TensorFlow-free runtime imports this.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Edge:
+    """A boundary curve through some landmarks, in drawing order."""
+
+    name: str
+    points: tuple[int, ...]
+    closed: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+    """A landmark scheme.
+
+    Attributes:
+        name: scheme name (``300w_68`` ...).
+        num_points: K.
+        flip_perm: ``flip_perm[i]`` is the index that point i becomes after a
+            horizontal mirror (an involution).
+        io_indices: (left, right) outer eye corners for inter-ocular NME.
+        pupils: two index tuples; each pupil is the mean of its points (a single
+            index when the scheme annotates the pupil itself).
+        edges: boundary curves for the AAM edge maps.
+    """
+
+    name: str
+    num_points: int
+    flip_perm: tuple[int, ...]
+    io_indices: tuple[int, int]
+    pupils: tuple[tuple[int, ...], tuple[int, ...]]
+    edges: tuple[Edge, ...]
+
+    def __post_init__(self):
+        k = self.num_points
+        where = f"landmark scheme {self.name!r}"
+        if k < 2:
+            raise ValueError(f"{where}: needs at least 2 points, got {k}")
+        perm = np.asarray(self.flip_perm)
+        if perm.shape != (k,) or sorted(perm.tolist()) != list(range(k)):
+            raise ValueError(f"{where}: flip_perm must be a permutation of 0..{k - 1}")
+        if not np.array_equal(perm[perm], np.arange(k)):
+            raise ValueError(f"{where}: flip_perm must be its own inverse (pairs swap)")
+        used = list(self.io_indices) + [i for p in self.pupils for i in p]
+        used += [i for e in self.edges for i in e.points]
+        bad = [i for i in used if not 0 <= i < k]
+        if bad:
+            raise ValueError(f"{where}: indices out of range 0..{k - 1}: {sorted(set(bad))}")
+        if len(self.io_indices) != 2 or self.io_indices[0] == self.io_indices[1]:
+            raise ValueError(f"{where}: io_indices must be two different points")
+        for e in self.edges:
+            if len(e.points) < 2:
+                raise ValueError(f"{where}: edge {e.name!r} needs at least 2 points")
+
+    @property
+    def num_edges(self) -> int:
+        return len(self.edges)
+
+    def edge_to_point(self) -> np.ndarray:
+        """The AAM's fixed edge-to-point transform as a (E, K) float32 matrix plus bias.
+
+        Returns ``(matrix, bias)``: ``matrix[e, p] = 1`` when point p lies on edge e;
+        ``bias[p] = 1`` for points on no edge (ADNet), so that
+        ``edge_maps @ matrix + bias`` gives one attention channel per point.
+        """
+        matrix = np.zeros((self.num_edges, self.num_points), np.float32)
+        for e, edge in enumerate(self.edges):
+            matrix[e, list(edge.points)] = 1.0
+        bias = (matrix.sum(axis=0) == 0).astype(np.float32)
+        return matrix, bias
+
+    def flip(self, landmarks: np.ndarray, width: float) -> np.ndarray:
+        """Mirror (..., K, 2) landmarks in an image ``width`` pixels wide (0-based centres)."""
+        out = np.asarray(landmarks, np.float32)[..., list(self.flip_perm), :].copy()
+        out[..., 0] = (width - 1) - out[..., 0]
+        return out
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _pairs_to_perm(k: int, pairs: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    perm = list(range(k))
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return tuple(perm)
+
+
+def _range(a: int, b: int) -> tuple[int, ...]:
+    """Inclusive index range."""
+    return tuple(range(a, b + 1))
+
+
+# --- iBUG 300-W, 68 points --------------------------------------------------------
+# jaw 0-16, brows 17-26, nose bridge 27-30, lower nose 31-35, eyes 36-47, mouth 48-67.
+_PAIRS_68 = (
+    [(i, 16 - i) for i in range(8)]
+    + [(17, 26), (18, 25), (19, 24), (20, 23), (21, 22)]
+    + [(31, 35), (32, 34)]
+    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
+    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)]
+)
+_EDGES_68 = (
+    Edge("jaw", _range(0, 16)),
+    Edge("brow_left", _range(17, 21)),
+    Edge("brow_right", _range(22, 26)),
+    Edge("nose_bridge", _range(27, 30)),
+    Edge("nose_lower", _range(31, 35)),
+    Edge("eye_left", _range(36, 41), closed=True),
+    Edge("eye_right", _range(42, 47), closed=True),
+    Edge("lip_outer", _range(48, 59), closed=True),
+    Edge("lip_inner", _range(60, 67), closed=True),
+)
+JAW_68 = _range(0, 16)
+
+SCHEME_300W_68 = Scheme(
+    name="300w_68",
+    num_points=68,
+    flip_perm=_pairs_to_perm(68, _PAIRS_68),
+    io_indices=(36, 45),
+    pupils=(_range(36, 41), _range(42, 47)),
+    edges=_EDGES_68,
+)
+
+# --- PAIR challenge, 51 points = 68 without the jaw -------------------------------
+_KEEP_51 = np.arange(17, 68)
+
+
+def _shift(indices: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(i) - 17 for i in indices)
+
+
+SCHEME_PAIR_51 = Scheme(
+    name="pair_51",
+    num_points=51,
+    flip_perm=_pairs_to_perm(51, [_shift(p) for p in _PAIRS_68 if min(p) >= 17]),
+    io_indices=(19, 28),
+    pupils=(_shift(_range(36, 41)), _shift(_range(42, 47))),
+    edges=tuple(Edge(e.name, _shift(e.points), e.closed) for e in _EDGES_68[1:]),
+)
+
+# --- WFLW, 98 points ----------------------------------------------------------------
+# contour 0-32, brows 33-41 / 42-50, nose bridge 51-54, lower nose 55-59,
+# eyes 60-67 / 68-75, outer lip 76-87, inner lip 88-95, pupils 96, 97.
+_PAIRS_98 = (
+    [(i, 32 - i) for i in range(16)]
+    + [(33, 46), (34, 45), (35, 44), (36, 43), (37, 42)]
+    + [(38, 50), (39, 49), (40, 48), (41, 47)]
+    + [(55, 59), (56, 58)]
+    + [(60, 72), (61, 71), (62, 70), (63, 69), (64, 68), (65, 75), (66, 74), (67, 73)]
+    + [(76, 82), (77, 81), (78, 80), (83, 87), (84, 86)]
+    + [(88, 92), (89, 91), (93, 95), (96, 97)]
+)
+SCHEME_WFLW_98 = Scheme(
+    name="wflw_98",
+    num_points=98,
+    flip_perm=_pairs_to_perm(98, _PAIRS_98),
+    io_indices=(60, 72),
+    pupils=((96,), (97,)),
+    edges=(
+        Edge("contour", _range(0, 32)),
+        Edge("brow_left", _range(33, 41), closed=True),
+        Edge("brow_right", _range(42, 50), closed=True),
+        Edge("nose_bridge", _range(51, 54)),
+        Edge("nose_lower", _range(55, 59)),
+        Edge("eye_left", _range(60, 67), closed=True),
+        Edge("eye_right", _range(68, 75), closed=True),
+        Edge("lip_outer", _range(76, 87), closed=True),
+        Edge("lip_inner", _range(88, 95), closed=True),
+    ),
+)
+
+# --- COFW, 29 points ----------------------------------------------------------------
+# brows 0-7, eye corners 8-11, eyelids 12-15, pupils 16-17, nose 18-21, mouth 22-27,
+# chin 28. Pairs follow the public COFW mirror; the edge grouping is ours.
+SCHEME_COFW_29 = Scheme(
+    name="cofw_29",
+    num_points=29,
+    flip_perm=_pairs_to_perm(
+        29,
+        [(0, 1), (2, 3), (4, 6), (5, 7), (8, 9), (10, 11), (12, 14), (13, 15),
+         (16, 17), (18, 19), (22, 23)],
+    ),
+    io_indices=(8, 9),
+    pupils=((16,), (17,)),
+    edges=(
+        Edge("brow_left", (0, 4, 2, 5), closed=True),
+        Edge("brow_right", (1, 6, 3, 7), closed=True),
+        Edge("eye_left", (8, 12, 10, 13), closed=True),
+        Edge("eye_right", (9, 14, 11, 15), closed=True),
+        Edge("nose", (18, 21, 19)),
+        Edge("lip_outer", (22, 24, 23, 27), closed=True),
+        Edge("lip_inner", (22, 25, 23, 26), closed=True),
+    ),
+)
+
+BUILTIN_SCHEMES = {
+    s.name: s for s in (SCHEME_300W_68, SCHEME_PAIR_51, SCHEME_WFLW_98, SCHEME_COFW_29)
+}
+
+
+def load_scheme_file(path: str) -> Scheme:
+    """Reads a custom scheme from JSON.
+
+    Format::
+
+        {"name": "my_12", "num_points": 12,
+         "flip_pairs": [[0, 1], [2, 3]],          # unlisted points map to themselves
+         "io_indices": [0, 1],
+         "pupils": [[0, 4], [1, 5]],              # optional; default: the io points
+         "edges": [{"name": "brow", "points": [0, 2, 4], "closed": false}]}
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            spec = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"scheme file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    try:
+        k = int(spec["num_points"])
+        io = tuple(int(i) for i in spec["io_indices"])
+        pupils = spec.get("pupils") or [[io[0]], [io[1]]]
+        return Scheme(
+            name=str(spec.get("name", os.path.splitext(os.path.basename(path))[0])),
+            num_points=k,
+            flip_perm=_pairs_to_perm(k, [tuple(map(int, p)) for p in spec.get("flip_pairs", [])]),
+            io_indices=io,
+            pupils=tuple(tuple(int(i) for i in p) for p in pupils),
+            edges=tuple(
+                Edge(str(e.get("name", f"edge{j}")), tuple(int(i) for i in e["points"]),
+                     bool(e.get("closed", False)))
+                for j, e in enumerate(spec.get("edges", []))
+            ),
+        )
+    except (KeyError, TypeError, IndexError) as e:
+        raise ValueError(f"{path}: malformed scheme ({type(e).__name__}: {e})") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def get_scheme(name_or_path: str | Scheme) -> Scheme:
+    """Returns a built-in scheme by name, or loads a custom one from a JSON path."""
+    if isinstance(name_or_path, Scheme):
+        return name_or_path
+    if name_or_path in BUILTIN_SCHEMES:
+        return BUILTIN_SCHEMES[name_or_path]
+    if str(name_or_path).endswith(".json"):
+        return load_scheme_file(name_or_path)
+    raise ValueError(
+        f"unknown landmark scheme {name_or_path!r}: use one of "
+        f"{sorted(BUILTIN_SCHEMES)} or the path of a scheme .json file"
+    )
+
+
+def convert_68_to_51(landmarks: np.ndarray) -> np.ndarray:
+    """Drops the 17 jaw points: (..., 68, 2) -> (..., 51, 2)."""
+    landmarks = np.asarray(landmarks)
+    if landmarks.shape[-2] != 68:
+        raise ValueError(f"convert_68_to_51 needs 68 points, got {landmarks.shape[-2]}")
+    return landmarks[..., _KEEP_51, :]
+
+
+# Conversions between schemes, keyed by (source K, target scheme name).
+CONVERSIONS = {(68, "pair_51"): convert_68_to_51}
+
+
+def adapt_landmarks(landmarks: np.ndarray, scheme: Scheme, source: str = "") -> np.ndarray:
+    """Returns landmarks in ``scheme``, converting when a conversion exists.
+
+    Raises a ValueError naming ``source`` (e.g. the annotation file) when the number of
+    points does not fit the scheme and no conversion is known.
+    """
+    k = landmarks.shape[-2]
+    if k == scheme.num_points:
+        return landmarks
+    convert = CONVERSIONS.get((k, scheme.name))
+    if convert is None:
+        raise ValueError(
+            f"{source or 'landmarks'}: has {k} points, scheme {scheme.name!r} needs "
+            f"{scheme.num_points}"
+        )
+    return convert(landmarks)
