@@ -89,6 +89,22 @@ class Scheme:
         bias = (matrix.sum(axis=0) == 0).astype(np.float32)
         return matrix, bias
 
+    def edge_flip_perm(self) -> tuple[int, ...]:
+        """``edge_flip_perm[e]``: the edge that edge e becomes after a mirror.
+
+        Found by matching point sets through ``flip_perm``; an edge whose mirror image
+        is not an edge of the scheme is an error (edge maps could not be flipped).
+        """
+        by_points = {frozenset(e.points): i for i, e in enumerate(self.edges)}
+        perm = []
+        for edge in self.edges:
+            mirrored = frozenset(self.flip_perm[i] for i in edge.points)
+            if mirrored not in by_points:
+                raise ValueError(f"landmark scheme {self.name!r}: the mirror of edge "
+                                 f"{edge.name!r} is not an edge of the scheme")
+            perm.append(by_points[mirrored])
+        return tuple(perm)
+
     def flip(self, landmarks: np.ndarray, width: float) -> np.ndarray:
         """Mirror (..., K, 2) landmarks in an image ``width`` pixels wide (0-based centres)."""
         out = np.asarray(landmarks, np.float32)[..., list(self.flip_perm), :].copy()
