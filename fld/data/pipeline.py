@@ -139,7 +139,7 @@ def _progress(iterable, total, enabled, desc):
         return iterable
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit="img", leave=False)
+    return tqdm(iterable, total=total, desc=desc, unit="img", leave=False, disable=None)
 
 
 def make_dataset(cache: CropCache, codec: HeatmapCodec, *, batch_size: int = 32,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
+
+from fld.fileio import atomic_path
 
 
 def batch_grid_png(images, targets, path: str, stride: int, columns: int = 4,
@@ -44,15 +43,9 @@ def batch_grid_png(images, targets, path: str, stride: int, columns: int = 4,
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=80)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=72)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
