@@ -1,0 +1,243 @@
+"""One training model for both stages: supervised (teacher=None) and distillation.
+
+Stage 1 trains the teacher, stage 2 the student (METHOD.md sections 5-6; Hong & Lin,
+arXiv 2404.06029):
+
+    L = star_weight * L_STAR(fused, landmarks) + L_AAM(points, edges)
+        [+ L_KD(student fused, teacher fused)  when a teacher is given]
+
+L_AAM carries its own weights (10 and 10); L_KD carries ``kd_weight`` (default 100 for the
+code's MSE form). Every term is computed per sample, multiplied by the sample weight, summed
+and divided by the GLOBAL batch size (summed over replicas), so gradients summed across
+``tf.distribute`` replicas equal those of one big batch. The teacher is frozen and always run
+with ``training=False`` (keras-io's knowledge-distillation example does the same).
+
+Construct the Distiller (and the models) under ``strategy.scope()`` when distributing.
+``distiller.student`` is the plain Keras model to save and export. TensorFlow backend only
+(``tf.GradientTape``).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from fld.losses import AAMLoss, HeatmapDistillationLoss, STARLoss
+
+
+def argmax_decode(heatmaps):
+    """Integer argmax of every channel: (B, H, W, K) -> (B, K, 2) heatmap pixels (x, y).
+
+    A deliberately simple in-graph decode for validation NME; the codec module owns the
+    real (sub-pixel) decoding.
+    """
+    width = ops.shape(heatmaps)[2]
+    flat = ops.reshape(heatmaps, (ops.shape(heatmaps)[0], -1, ops.shape(heatmaps)[3]))
+    index = ops.argmax(flat, axis=1)  # (B, K)
+    x = ops.cast(index % width, "float32")
+    y = ops.cast(index // width, "float32")
+    return ops.stack([x, y], axis=-1)
+
+
+def inter_ocular_nme(pred, target, io_indices):
+    """Per-sample NME (B,): mean point error / distance between target[io0] and target[io1]."""
+    pred = ops.cast(pred, "float32")
+    target = ops.cast(target, "float32")
+    err = ops.mean(ops.sqrt(ops.sum(ops.square(pred - target), axis=-1)), axis=-1)
+    i, j = io_indices
+    norm = ops.sqrt(ops.sum(ops.square(target[:, i] - target[:, j]), axis=-1))
+    return err / ops.maximum(norm, 1e-6)
+
+
+@keras.saving.register_keras_serializable(package="fld")
+class Distiller(keras.Model):
+    """Trains ``student`` with STAR + AAM losses, plus heatmap KD from a frozen ``teacher``.
+
+    Data: ``(images, targets[, sample_weight])`` with targets a dict holding ``heatmaps``
+    (B,H,W,K), ``edges`` (B,H,W,E) and ``landmarks`` (B,K,2, heatmap pixels). Models output a
+    dict with ``points``, ``edges`` and ``fused`` (B,H,W,K).
+
+    Metrics: ``loss``, ``star``, ``aam`` and (with a teacher) ``kd``, each the weighted term
+    as it enters ``loss``; validation adds ``nme`` (argmax decode of ``fused``, inter-ocular)
+    when ``io_indices`` or ``scheme`` is given.
+
+    Optional two learning rates: ``compile(optimizer=..., backbone_optimizer=...)`` updates
+    the variables of ``backbone`` (a layer of the student; by default ``student.backbone``
+    if the student has that attribute) with ``backbone_optimizer`` and the rest with
+    ``optimizer`` (the reference: backbone AdamW lr 2e-4 wd 1e-4, heads lr 1e-3 wd 2e-5).
+
+    Args:
+        student: Keras model to train.
+        teacher: optional Keras model; frozen here (``trainable = False``).
+        scheme: optional landmark scheme (name, path or ``fld.schemes.Scheme``) for NME.
+        io_indices: optional (i, j) NME normalisation points; overrides ``scheme``.
+        star_weight: weight of L_STAR (1).
+        point_weight, edge_weight: L_AAM weights (10, 10).
+        kd_weight: L_KD weight; None = the form's default (100 for ``mse``, 1 for ``paper``).
+        kd_form: ``"mse"`` (authors' code, default) or ``"paper"``.
+        star_w: STAR's eigenvalue-restriction weight (1).
+        backbone: optional layer of the student whose variables use ``backbone_optimizer``.
+    """
+
+    def __init__(
+        self,
+        student,
+        teacher=None,
+        scheme=None,
+        io_indices=None,
+        star_weight=1.0,
+        point_weight=10.0,
+        edge_weight=10.0,
+        kd_weight=None,
+        kd_form="mse",
+        star_w=1.0,
+        backbone=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.student = student
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.trainable = False
+        if io_indices is None and scheme is not None:
+            from fld.schemes import get_scheme
+
+            io_indices = get_scheme(scheme).io_indices
+        self.io_indices = None if io_indices is None else tuple(int(i) for i in io_indices)
+        self.star_weight = float(star_weight)
+        self.star_loss = STARLoss(w=star_w)
+        self.aam_loss = AAMLoss(point_weight=point_weight, edge_weight=edge_weight)
+        self.kd_loss = HeatmapDistillationLoss(form=kd_form, weight=kd_weight)
+        backbone = backbone if backbone is not None else getattr(student, "backbone", None)
+        # Stored without Keras/TF tracking: the layer already belongs to the student.
+        object.__setattr__(self, "_backbone", backbone)
+        self.backbone_optimizer = None
+        names = ["loss", "star", "aam"] + (["kd"] if teacher is not None else [])
+        self._config = dict(
+            scheme=scheme if isinstance(scheme, str) else None,
+            io_indices=self.io_indices,
+            star_weight=star_weight,
+            point_weight=point_weight,
+            edge_weight=edge_weight,
+            kd_weight=kd_weight,
+            kd_form=kd_form,
+            star_w=star_w,
+        )
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        self.nme_tracker = keras.metrics.Mean(name="nme") if self.io_indices else None
+
+    # --- Keras plumbing -------------------------------------------------------------
+    def get_config(self):
+        """Config with the student/teacher serialised (``backbone`` is not kept)."""
+        config = super().get_config()
+        config.update(self._config)
+        config["student"] = keras.saving.serialize_keras_object(self.student)
+        config["teacher"] = (
+            None if self.teacher is None else keras.saving.serialize_keras_object(self.teacher)
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["student"] = keras.saving.deserialize_keras_object(config["student"])
+        if config.get("teacher") is not None:
+            config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"])
+        return cls(**config)
+
+    def call(self, inputs, training=False):
+        return self.student(inputs, training=training)
+
+    @property
+    def metrics(self):
+        extra = [self.nme_tracker] if self.nme_tracker is not None else []
+        return list(self.trackers.values()) + extra
+
+    def compile(self, optimizer="adam", backbone_optimizer=None, **kwargs):
+        """Keras ``compile`` plus an optional separate optimizer for the backbone."""
+        super().compile(optimizer=optimizer, **kwargs)
+        self.backbone_optimizer = None
+        if backbone_optimizer is not None:
+            if self._backbone is None:
+                raise ValueError("Distiller: backbone_optimizer needs a backbone layer")
+            self.backbone_optimizer = keras.optimizers.get(backbone_optimizer)
+            backbone_vars, head_vars = self._split(self.student.trainable_variables)
+            self.backbone_optimizer.build(backbone_vars)
+            self.optimizer.build(head_vars)
+
+    def _split(self, items):
+        """Split a list aligned with the student's trainable variables: (backbone, head)."""
+        ids = {id(v) for v in self._backbone.trainable_variables}
+        flags = [id(v) in ids for v in self.student.trainable_variables]
+        return [i for i, f in zip(items, flags) if f], [i for i, f in zip(items, flags) if not f]
+
+    # --- losses ---------------------------------------------------------------------
+    def _per_sample_terms(self, targets, outputs, teacher_fused):
+        """Weighted loss terms, each (B,)."""
+        terms = {
+            "star": self.star_weight * self.star_loss.call(targets["landmarks"], outputs["fused"]),
+            "aam": self.aam_loss.per_sample(targets, outputs),
+        }
+        if teacher_fused is not None:
+            terms["kd"] = self.kd_loss.call(ops.cast(teacher_fused, "float32"), outputs["fused"])
+        return terms
+
+    def _teacher_fused(self, x):
+        if self.teacher is None:
+            return None
+        return ops.stop_gradient(self.teacher(x, training=False)["fused"])
+
+    def _compute(self, x, y, sample_weight, teacher_fused, training):
+        outputs = self.student(x, training=training)
+        terms = self._per_sample_terms(y, outputs, teacher_fused)
+        if sample_weight is not None:
+            sw = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+            terms = {k: v * sw for k, v in terms.items()}
+        terms["loss"] = sum(terms.values())
+        return outputs, terms
+
+    @staticmethod
+    def _global_batch_size(per_sample):
+        """Samples in this step summed over all replicas (exact for uneven last batches)."""
+        local = ops.cast(ops.shape(per_sample)[0], "float32")
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            return local
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
+
+    def _update_trackers(self, terms):
+        for name, tracker in self.trackers.items():
+            tracker.update_state(terms[name])
+
+    # --- steps ----------------------------------------------------------------------
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        variables = self.student.trainable_variables
+        teacher_fused = self._teacher_fused(x)  # outside the tape: nothing to record
+        with tf.GradientTape() as tape:
+            _, terms = self._compute(x, y, sample_weight, teacher_fused, training=True)
+            loss = ops.sum(terms["loss"]) / self._global_batch_size(terms["loss"])
+            if self.student.losses:  # regularisers: per replica, scaled like Keras does
+                replicas = tf.distribute.get_strategy().num_replicas_in_sync
+                loss = loss + ops.sum(self.student.losses) / replicas
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, variables)
+        if self.backbone_optimizer is None:
+            self.optimizer.apply(grads, variables)
+        else:
+            bb_grads, head_grads = self._split(grads)
+            bb_vars, head_vars = self._split(variables)
+            self.backbone_optimizer.apply(bb_grads, bb_vars)
+            self.optimizer.apply(head_grads, head_vars)
+        self._update_trackers(terms)
+        return {m.name: m.result() for m in self.metrics if m is not self.nme_tracker}
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        outputs, terms = self._compute(x, y, sample_weight, self._teacher_fused(x), training=False)
+        self._update_trackers(terms)
+        if self.nme_tracker is not None:
+            nme = inter_ocular_nme(argmax_decode(outputs["fused"]), y["landmarks"], self.io_indices)
+            self.nme_tracker.update_state(nme, sample_weight=sample_weight)
+        return {m.name: m.result() for m in self.metrics}

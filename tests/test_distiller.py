@@ -1,0 +1,185 @@
+"""Tests for fld.training.Distiller on tiny functional models (16x16 maps, K=5, E=2)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from fld.training import Distiller, argmax_decode, inter_ocular_nme
+
+K, E, S = 5, 2, 16
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_model(seed=0, channels=8, name="tiny", batchnorm=True):
+    """A stand-in for the real models: the output dict of METHOD.md section 4 at stride 1.
+
+    ``batchnorm=False`` for exact replica comparisons (BN statistics are per replica).
+    """
+    keras.utils.set_random_seed(seed)
+    images = keras.Input((S, S, 3))
+    x = keras.layers.Conv2D(channels, 3, padding="same", name="stem")(images)
+    if batchnorm:
+        x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name="body")(x)
+    heat = keras.layers.Conv2D(K, 1, name="heat")(x)
+    heat = keras.layers.GroupNormalization(K, center=False, scale=False)(heat)  # instance norm
+    heat = keras.layers.ReLU(name="heatmaps")(heat)
+    points = keras.layers.Conv2D(K, 1, activation="sigmoid", name="points")(x)
+    edges = keras.layers.Conv2D(E, 1, activation="sigmoid", name="edges")(x)
+    fused = keras.layers.Multiply(name="fused")([heat, points])
+    outputs = {"heatmaps": heat, "points": points, "edges": edges, "fused": fused}
+    return keras.Model(images, outputs, name=name)
+
+
+def synthetic_batch(n=4, seed=0):
+    """Fixed images and targets: Gaussian heatmaps at random landmarks, blob edge maps."""
+    rng = np.random.default_rng(seed)
+    lm = rng.uniform(3, S - 4, (n, K, 2)).astype(np.float32)
+    g = np.arange(S, dtype=np.float32)
+    dx = g[None, None, :, None] - lm[:, None, None, :, 0]
+    dy = g[None, :, None, None] - lm[:, None, None, :, 1]
+    heatmaps = np.exp(-(dx**2 + dy**2) / 2.0).astype(np.float32)
+    edges = np.stack([heatmaps[..., :3].max(-1), heatmaps[..., 3:].max(-1)], -1)
+    images = rng.uniform(-1, 1, (n, S, S, 3)).astype(np.float32)
+    images[..., 0] = 2 * heatmaps.max(-1) - 1  # make the targets learnable from the input
+    return images, {"heatmaps": heatmaps, "edges": edges, "landmarks": lm}
+
+
+def _weights(model):
+    return [np.array(w) for w in model.weights]
+
+
+def test_distillation_step_freezes_teacher_and_updates_student():
+    teacher, student = tiny_model(1, 12, "teacher"), tiny_model(2, 8, "student")
+    before_t, before_s = _weights(teacher), _weights(student)
+    model = Distiller(student, teacher, io_indices=(0, 1))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    images, targets = synthetic_batch()
+    logs = model.train_on_batch(images, targets, return_dict=True)
+    assert set(logs) == {"loss", "star", "aam", "kd"}
+    assert logs["kd"] > 0
+    assert logs["loss"] == pytest.approx(logs["star"] + logs["aam"] + logs["kd"], rel=1e-5)
+    # Teacher: every weight (BN moving statistics included) bit-identical.
+    for a, b in zip(before_t, _weights(teacher)):
+        np.testing.assert_array_equal(a, b)
+    changed = [not np.array_equal(a, b) for a, b in zip(before_s, _weights(student))]
+    assert all(changed[i] for i, w in enumerate(student.weights) if w.trainable)
+    assert not teacher.trainable
+
+
+def test_kd_term_matches_weighted_mse_of_fused():
+    teacher, student = tiny_model(1, name="teacher"), tiny_model(2, name="student")
+    images, targets = synthetic_batch()
+    model = Distiller(student, teacher, kd_weight=7.0)
+    model.compile(optimizer="sgd")
+    logs = model.test_on_batch(images, targets, return_dict=True)
+    s = student(images, training=False)["fused"]
+    t = teacher(images, training=False)["fused"]
+    assert logs["kd"] == pytest.approx(7.0 * float(np.mean((np.array(s) - np.array(t)) ** 2)), rel=1e-4)
+
+
+def test_without_teacher_is_supervised_and_loss_falls():
+    student = tiny_model(3)
+    model = Distiller(student, io_indices=(0, 1))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    images, targets = synthetic_batch()
+    history = model.fit(images, targets, batch_size=4, epochs=30, verbose=0, shuffle=False)
+    losses = history.history["loss"]
+    assert set(history.history) == {"loss", "star", "aam"}
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < 0.7 * losses[0]
+    logs = model.evaluate(images, targets, verbose=0, return_dict=True)
+    assert set(logs) == {"loss", "star", "aam", "nme"}
+    assert np.isfinite(logs["nme"])
+
+
+def test_call_delegates_to_student_and_student_saves(tmp_path):
+    student = tiny_model(4)
+    model = Distiller(student)
+    images, _ = synthetic_batch(2)
+    out = model(images)
+    np.testing.assert_allclose(out["fused"], student(images)["fused"])
+    path = str(tmp_path / "student.keras")
+    model.student.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(reloaded(images)["fused"], out["fused"], atol=1e-6)
+
+
+def test_config_round_trip():
+    model = Distiller(tiny_model(1, name="student"), tiny_model(2, name="teacher"),
+                      io_indices=(0, 1), kd_form="paper", star_weight=2.0)
+    restored = Distiller.from_config(model.get_config())
+    assert restored.kd_loss.form == "paper" and restored.star_weight == 2.0
+    assert restored.io_indices == (0, 1) and not restored.teacher.trainable
+    assert restored.student.name == "student"
+
+
+def test_separate_backbone_optimizer():
+    student = tiny_model(5)
+    model = Distiller(student, backbone=student.get_layer("stem"))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1), backbone_optimizer=keras.optimizers.SGD(0.0)
+    )
+    before = {w.path: np.array(w) for w in student.trainable_weights}
+    model.train_on_batch(*synthetic_batch())
+    for w in student.trainable_weights:
+        same = np.array_equal(before[w.path], np.array(w))
+        assert same == w.path.startswith("stem/"), w.path
+
+
+def test_argmax_decode_and_nme_golden():
+    hm = np.zeros((1, 4, 6, 3), np.float32)
+    hm[0, 1, 2, 0] = hm[0, 3, 5, 1] = hm[0, 0, 0, 2] = 1.0  # (row, col) -> (x, y) = (col, row)
+    pred = np.asarray(argmax_decode(hm))
+    np.testing.assert_array_equal(pred, [[[2, 1], [5, 3], [0, 0]]])
+    target = pred + np.array([[[3.0, 4.0], [0.0, 0.0], [0.0, 0.0]]], np.float32)  # errors 5, 0, 0
+    io = np.linalg.norm(target[0, 0] - target[0, 1])
+    nme = np.asarray(inter_ocular_nme(pred, target, (0, 1)))
+    np.testing.assert_allclose(nme, [5.0 / 3.0 / io], rtol=1e-6)
+
+
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from fld.training import Distiller
+    from tests.test_distiller import tiny_model, synthetic_batch
+
+    images, targets = synthetic_batch(4)
+    def run(strategy):
+        with strategy.scope():
+            teacher = tiny_model(1, 12, "teacher", batchnorm=False)
+            student = tiny_model(2, 8, "student", batchnorm=False)
+            model = Distiller(student, teacher)
+            model.compile(optimizer=keras.optimizers.SGD(0.1))
+        logs = model.fit(images, targets, batch_size=4, epochs=1, shuffle=False, verbose=0)
+        return logs.history["loss"][0], [np.array(w) for w in student.weights]
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    loss_2, w_2 = run(strategy)
+    loss_1, w_1 = run(tf.distribute.get_strategy())
+    assert np.isfinite(loss_2), loss_2
+    assert abs(loss_2 - loss_1) < 1e-4 * abs(loss_1), (loss_2, loss_1)
+    err = max(float(np.max(np.abs(a - b))) for a, b in zip(w_2, w_1))
+    assert err < 1e-5, err  # global-batch scaling: same update as one replica
+    print("MIRRORED_OK", loss_2, loss_1, err)
+    """
+)
+
+
+def test_mirrored_strategy_two_cpus_matches_single_device():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0 and "MIRRORED_OK" in proc.stdout, proc.stdout + proc.stderr[-4000:]
