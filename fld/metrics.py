@@ -22,11 +22,11 @@ Keras version of NME is ``fld.training.nme_metric.NormalizedMeanError``.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Mapping
 
 import numpy as np
 
+from fld.fileio import atomic_path
 from fld.schemes import Scheme, get_scheme
 
 NORMS = ("inter_ocular", "inter_pupil")
@@ -162,14 +162,6 @@ def plot_ced(curves: Mapping[str, np.ndarray], path_png: str, threshold: float =
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
 
-    folder = os.path.dirname(os.path.abspath(path_png))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path_png) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path_png)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path_png

@@ -19,13 +19,13 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 import warnings
 from typing import Optional
 
 import numpy as np
 
 from fld.data.records import Record
+from fld.fileio import write_text_atomic
 from fld.schemes import Scheme, adapt_landmarks, get_scheme
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -129,20 +129,7 @@ def write_pts(path: str, landmarks: np.ndarray) -> None:
     lines = ["version: 1", f"n_points: {len(pts)}", "{"]
     lines += [f"{x + 1.0:.6f} {y + 1.0:.6f}" for x, y in pts]
     lines.append("}")
-    _write_atomic(path, "\n".join(lines) + "\n")
-
-
-def _write_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 # --- shared helpers -----------------------------------------------------------------
