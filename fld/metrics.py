@@ -21,7 +21,6 @@ Keras version of NME is ``fld.training.nme_metric.NormalizedMeanError``.
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 import numpy as np

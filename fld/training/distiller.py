@@ -12,6 +12,13 @@ and divided by the GLOBAL batch size (summed over replicas), so gradients summed
 ``tf.distribute`` replicas equal those of one big batch. The teacher is frozen and always run
 with ``training=False`` (keras-io's knowledge-distillation example does the same).
 
+Validation NME decodes ``fused`` with ``fld.codec.decode_ops`` (sub-pixel
+``local_soft_argmax`` by default). With ``ema_momentum > 0`` the Distiller keeps an
+exponential moving average of the student's trainable weights in its own non-trainable
+variables, updated at the end of every ``train_step`` (so they live, and are checkpointed,
+with the optimizer state); ``ema_weights()`` swaps them in, e.g. for validation and for
+saving the best student.
+
 Construct the Distiller (and the models) under ``strategy.scope()`` when distributing.
 ``distiller.student`` is the plain Keras model to save and export. TensorFlow backend only
 (``tf.GradientTape``).
@@ -19,18 +26,21 @@ Construct the Distiller (and the models) under ``strategy.scope()`` when distrib
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from fld.codec import decode_ops
 from fld.losses import AAMLoss, HeatmapDistillationLoss, STARLoss
 
 
 def argmax_decode(heatmaps):
     """Integer argmax of every channel: (B, H, W, K) -> (B, K, 2) heatmap pixels (x, y).
 
-    A deliberately simple in-graph decode for validation NME; the codec module owns the
-    real (sub-pixel) decoding.
+    Kept for tests and comparisons; validation uses ``fld.codec.decode_ops`` (sub-pixel).
     """
     width = ops.shape(heatmaps)[2]
     flat = ops.reshape(heatmaps, (ops.shape(heatmaps)[0], -1, ops.shape(heatmaps)[3]))
@@ -59,8 +69,8 @@ class Distiller(keras.Model):
     dict with ``points``, ``edges`` and ``fused`` (B,H,W,K).
 
     Metrics: ``loss``, ``star``, ``aam`` and (with a teacher) ``kd``, each the weighted term
-    as it enters ``loss``; validation adds ``nme`` (argmax decode of ``fused``, inter-ocular)
-    when ``io_indices`` or ``scheme`` is given.
+    as it enters ``loss``; validation adds ``nme`` (``decode_method`` decode of ``fused``,
+    inter-ocular) when ``io_indices`` or ``scheme`` is given.
 
     Optional two learning rates: ``compile(optimizer=..., backbone_optimizer=...)`` updates
     the variables of ``backbone`` (a layer of the student; by default ``student.backbone``
@@ -78,6 +88,11 @@ class Distiller(keras.Model):
         kd_form: ``"mse"`` (authors' code, default) or ``"paper"``.
         star_w: STAR's eigenvalue-restriction weight (1).
         backbone: optional layer of the student whose variables use ``backbone_optimizer``.
+        ema_momentum: EMA decay of the student's trainable weights (0 = no EMA). The decay
+            used at update n is ``min(ema_momentum, (1 + n) / (10 + n))`` (a warm-up, as in
+            timm's ModelEmaV2 / TF's ExponentialMovingAverage with num_updates), so
+            short runs do not validate weights that are mostly the initialisation.
+        decode_method: ``fld.codec.decode_ops`` method for the validation NME.
     """
 
     def __init__(
@@ -93,13 +108,18 @@ class Distiller(keras.Model):
         kd_form="mse",
         star_w=1.0,
         backbone=None,
+        ema_momentum=0.0,
+        decode_method="local_soft_argmax",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not 0.0 <= float(ema_momentum) < 1.0:
+            raise ValueError(f"Distiller: ema_momentum must be in [0, 1), got {ema_momentum}")
         self.student = student
         self.teacher = teacher
         if teacher is not None:
             teacher.trainable = False
+        io_indices_arg = io_indices
         if io_indices is None and scheme is not None:
             from fld.schemes import get_scheme
 
@@ -123,9 +143,32 @@ class Distiller(keras.Model):
             kd_weight=kd_weight,
             kd_form=kd_form,
             star_w=star_w,
+            ema_momentum=ema_momentum,
+            decode_method=decode_method,
         )
+        self.decode_method = decode_method
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
-        self.nme_tracker = keras.metrics.Mean(name="nme") if self.io_indices else None
+        self.nme_tracker = None
+        if scheme is not None and io_indices_arg is None:
+            from fld.training.nme_metric import NormalizedMeanError
+
+            self.nme_tracker = NormalizedMeanError(scheme=scheme, name="nme")
+        elif self.io_indices:
+            self.nme_tracker = keras.metrics.Mean(name="nme")
+        self.ema_momentum = float(ema_momentum)
+        self.ema_vars = []
+        if self.ema_momentum > 0:
+            # ONLY_FIRST_REPLICA: every replica holds the same (synchronised) weights, so a
+            # replica-context assign needs no all-reduce.
+            self.ema_vars = [
+                self.add_weight(shape=v.shape, dtype=v.dtype, trainable=False,
+                                initializer=keras.initializers.Constant(np.asarray(v.numpy())),
+                                aggregation="only_first_replica", name=f"ema_{i}")
+                for i, v in enumerate(student.trainable_variables)
+            ]
+            self.ema_updates = self.add_weight(
+                shape=(), dtype="float32", trainable=False, initializer="zeros",
+                aggregation="only_first_replica", name="ema_updates")
 
     # --- Keras plumbing -------------------------------------------------------------
     def get_config(self):
@@ -165,6 +208,36 @@ class Distiller(keras.Model):
             backbone_vars, head_vars = self._split(self.student.trainable_variables)
             self.backbone_optimizer.build(backbone_vars)
             self.optimizer.build(head_vars)
+
+    # --- EMA --------------------------------------------------------------------------
+    def _update_ema(self):
+        """ema <- d * ema + (1 - d) * w, d = min(momentum, (1 + n) / (10 + n))."""
+        n = self.ema_updates.value
+        decay = ops.minimum(self.ema_momentum, (1.0 + n) / (10.0 + n))
+        for ema, var in zip(self.ema_vars, self.student.trainable_variables):
+            ema.assign(decay * ema.value + (1.0 - decay) * ops.cast(var.value, ema.dtype))
+        self.ema_updates.assign(n + 1.0)
+
+    def swap_ema_weights(self):
+        """Exchanges the student's trainable weights with their EMA (call twice to undo).
+
+        Cross-replica context only (between steps, e.g. from a callback).
+        """
+        if not self.ema_vars:
+            return
+        for ema, var in zip(self.ema_vars, self.student.trainable_variables):
+            current = np.asarray(var.numpy())
+            var.assign(np.asarray(ema.numpy()))
+            ema.assign(current)
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """Context in which the student holds its EMA weights (a no-op without EMA)."""
+        self.swap_ema_weights()
+        try:
+            yield self.student
+        finally:
+            self.swap_ema_weights()
 
     def _split(self, items):
         """Split a list aligned with the student's trainable variables: (backbone, head)."""
@@ -230,6 +303,8 @@ class Distiller(keras.Model):
             bb_vars, head_vars = self._split(variables)
             self.backbone_optimizer.apply(bb_grads, bb_vars)
             self.optimizer.apply(head_grads, head_vars)
+        if self.ema_vars:
+            self._update_ema()
         self._update_trackers(terms)
         return {m.name: m.result() for m in self.metrics if m is not self.nme_tracker}
 
@@ -238,6 +313,10 @@ class Distiller(keras.Model):
         outputs, terms = self._compute(x, y, sample_weight, self._teacher_fused(x), training=False)
         self._update_trackers(terms)
         if self.nme_tracker is not None:
-            nme = inter_ocular_nme(argmax_decode(outputs["fused"]), y["landmarks"], self.io_indices)
-            self.nme_tracker.update_state(nme, sample_weight=sample_weight)
+            pred = decode_ops(ops.cast(outputs["fused"], "float32"), self.decode_method)
+            if isinstance(self.nme_tracker, keras.metrics.Mean):
+                nme = inter_ocular_nme(pred, y["landmarks"], self.io_indices)
+                self.nme_tracker.update_state(nme, sample_weight=sample_weight)
+            else:  # the streaming NormalizedMeanError (scheme's normaliser)
+                self.nme_tracker.update_state(y["landmarks"], pred, sample_weight=sample_weight)
         return {m.name: m.result() for m in self.metrics}
