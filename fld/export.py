@@ -1,0 +1,202 @@
+"""TFLite export: the one place that converts models (``convert``) and checks what came
+out (``audit``).
+
+Outputs: a ``LandmarkDetector`` returns a dict; ``convert`` exports only the ``fused``
+heatmaps by default (the map the runtime decodes), which keeps the int8 graph small and
+its single output easy to dequantise. Pass ``outputs=None`` to export every output, or a
+tuple of names.
+
+int8: full-integer quantisation with ``TFLITE_BUILTINS_INT8`` only (no SELECT_TF_OPS,
+no float fallback); input and output tensors are int8 or uint8 (``input_type``), their
+scale / zero point are in the interpreter's tensor details.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from typing import Iterable, Sequence
+
+import numpy as np
+
+QUANTIZE_MODES = ("int8", "float16", "dynamic", "none")
+
+# Builtin ops the tflite-runtime 2.14 op resolver registers, restricted to those a
+# vision model can plausibly produce (names from the TFLite schema's BuiltinOperator).
+# Anything else (STABLEHLO_*, ops added after 2.14, custom / flex ops) is rejected.
+TFLITE_2_14_BUILTINS = frozenset("""
+    ABS ADD ADD_N ARG_MAX ARG_MIN AVERAGE_POOL_2D BATCH_MATMUL BATCH_TO_SPACE_ND
+    BROADCAST_ARGS BROADCAST_TO CAST CEIL CONCATENATION CONV_2D CONV_3D COS CUMSUM
+    DEPTH_TO_SPACE DEPTHWISE_CONV_2D DEQUANTIZE DIV ELU EQUAL EXP EXPAND_DIMS FILL FLOOR
+    FLOOR_DIV FLOOR_MOD FULLY_CONNECTED GATHER GATHER_ND GELU GREATER GREATER_EQUAL
+    HARD_SWISH L2_NORMALIZATION L2_POOL_2D LEAKY_RELU LESS LESS_EQUAL LOCAL_RESPONSE_NORMALIZATION
+    LOG LOGICAL_AND LOGICAL_NOT LOGICAL_OR LOGISTIC LOG_SOFTMAX MAXIMUM MAX_POOL_2D MEAN
+    MINIMUM MIRROR_PAD MUL NEG NOT_EQUAL PACK PAD PADV2 POW PRELU QUANTIZE RANGE
+    REDUCE_MAX REDUCE_MIN REDUCE_PROD RELU RELU6 RELU_N1_TO_1 RELU_0_TO_1 RESHAPE
+    RESIZE_BILINEAR RESIZE_NEAREST_NEIGHBOR REVERSE_V2 ROUND RSQRT SELECT SELECT_V2 SHAPE
+    SIN SLICE SOFTMAX SPACE_TO_BATCH_ND SPACE_TO_DEPTH SPLIT SPLIT_V SQRT SQUARE
+    SQUARED_DIFFERENCE SQUEEZE STRIDED_SLICE SUB SUM TANH TILE TOPK_V2 TRANSPOSE
+    TRANSPOSE_CONV UNPACK ZEROS_LIKE
+""".split())
+
+# (op, tensor type) pairs that exist in newer runtimes but that tflite-runtime 2.14
+# rejects, measured here: the int8 SQRT kernel (op version 2).
+TFLITE_2_14_REJECTED = frozenset({("SQRT", "INT8")})
+
+MAX_TRANSPOSE_DIMS = 5  # tflite-runtime <= 2.11 cannot transpose more than 5-D
+
+
+class AuditError(ValueError):
+    """A converted model breaks a deployment rule; the message lists every offence."""
+
+
+@dataclasses.dataclass
+class AuditReport:
+    """What ``audit`` found.
+
+    Attributes:
+        op_counts: builtin op name -> number of uses.
+        float_ops: ops reading or writing a float32 tensor, as ``"OP(i): tensor"``.
+        problems: every rule broken (empty when the model passes).
+    """
+
+    op_counts: dict
+    float_ops: list
+    problems: list
+
+    def __str__(self):
+        ops = ", ".join(f"{name} x{n}" for name, n in sorted(self.op_counts.items()))
+        verdict = "OK" if not self.problems else f"{len(self.problems)} problem(s)"
+        return f"{sum(self.op_counts.values())} ops ({ops}); {verdict}"
+
+
+def _representative_dataset(images: Iterable[np.ndarray]):
+    def generate():
+        for image in images:
+            image = np.asarray(image, np.float32)
+            if image.ndim == 3:
+                image = image[None]
+            yield [image]
+    return generate
+
+
+def _select_outputs(model, outputs):
+    """A keras.Model whose outputs are the requested ones of ``model``."""
+    import keras
+
+    if outputs is None or not isinstance(model.output, dict):
+        return model
+    names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+    missing = [n for n in names if n not in model.output]
+    if missing:
+        raise ValueError(f"convert: model has no output(s) {missing}; it has {sorted(model.output)}")
+    picked = [model.output[n] for n in names]
+    return keras.Model(model.inputs, picked[0] if len(picked) == 1 else dict(zip(names, picked)))
+
+
+def convert(
+    model,
+    quantize: str = "int8",
+    representative_images: Iterable[np.ndarray] | None = None,
+    input_type: str = "int8",
+    outputs: str | Sequence[str] | None = "fused",
+) -> bytes:
+    """Converts a Keras model to a TFLite flatbuffer.
+
+    Args:
+        model: a functional ``keras.Model`` with a fixed input shape.
+        quantize: ``"int8"`` (full integer, needs ``representative_images``),
+            ``"float16"`` (fp16 weights), ``"dynamic"`` (int8 weights, float
+            activations) or ``"none"`` (float32).
+        representative_images: float32 (1, S, S, 3) arrays in the model's input range,
+            drawn like training inputs (~100 real face crops is typical).
+        input_type: ``"int8"`` or ``"uint8"``: the int8 model's input/output type.
+        outputs: output name(s) of a dict model to export; ``None`` exports all.
+    Returns:
+        The ``.tflite`` bytes.
+    """
+    import tensorflow as tf
+
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"convert: quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    if input_type not in ("int8", "uint8"):
+        raise ValueError(f"convert: input_type must be 'int8' or 'uint8', got {input_type!r}")
+    model = _select_outputs(model, outputs)
+    # A concrete function with batch 1 gives static shapes to every reshape; the
+    # variables are frozen into constants so that calibration sees plain tensors.
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    spec = tf.TensorSpec((1,) + tuple(model.inputs[0].shape[1:]), tf.float32, name="images")
+    function = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
+    function = convert_variables_to_constants_v2(function)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    if quantize == "int8":
+        if representative_images is None:
+            raise ValueError("convert: int8 quantisation needs representative_images")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative_dataset(representative_images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = getattr(tf, input_type)
+        converter.inference_output_type = getattr(tf, input_type)
+    elif quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
+
+
+def audit(tflite_bytes: bytes, int8: bool = True, raise_on_error: bool = True) -> AuditReport:
+    """Checks a TFLite model against the deployment rules.
+
+    Rules: every op is a builtin known to tflite-runtime 2.14 (``TFLITE_2_14_BUILTINS``)
+    and not a rejected kernel (``TFLITE_2_14_REJECTED``); no TRANSPOSE has more than 5
+    dimensions; with ``int8=True`` no op reads or writes a float32 tensor (so no float
+    islands, no QUANTIZE/DEQUANTIZE round trips on float data).
+
+    Args:
+        tflite_bytes: the flatbuffer.
+        int8: enforce the no-float32 rule.
+        raise_on_error: raise ``AuditError`` listing every offence (else only report).
+    Returns:
+        ``AuditReport``.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(tflite_bytes), 0))
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    counts, float_ops, problems = Counter(), [], []
+    for g, graph in enumerate(model.subgraphs):
+        tensors = graph.tensors
+        for i, op in enumerate(graph.operators or []):
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            name = op_names.get(builtin, f"UNKNOWN_{builtin}")
+            if name == "CUSTOM":
+                name = f"CUSTOM:{code.customCode.decode() if code.customCode else '?'}"
+            counts[name] += 1
+            where = f"{name}(subgraph {g}, op {i})"
+            used = [t for t in list(op.inputs) + list(op.outputs) if t >= 0]
+            types = {type_names[tensors[t].type] for t in used}
+            if name not in TFLITE_2_14_BUILTINS:
+                problems.append(f"{where}: not a tflite-runtime 2.14 builtin")
+            for t in types:
+                if (name, t) in TFLITE_2_14_REJECTED:
+                    problems.append(f"{where}: {t} kernel rejected by tflite-runtime 2.14")
+            if name == "TRANSPOSE":
+                rank = len(tensors[op.inputs[0]].shape)
+                if rank > MAX_TRANSPOSE_DIMS:
+                    problems.append(f"{where}: {rank}-D transpose (max {MAX_TRANSPOSE_DIMS})")
+            if int8:
+                floats = [tensors[t].name.decode() for t in used
+                          if type_names[tensors[t].type] == "FLOAT32"]
+                if floats:
+                    float_ops.append(f"{where}: {floats[0]}")
+                    problems.append(f"{where}: float32 tensor {floats[0]!r}")
+    report = AuditReport(dict(counts), float_ops, problems)
+    if problems and raise_on_error:
+        raise AuditError("TFLite audit failed:\n  " + "\n  ".join(problems) + f"\n({report})")
+    return report

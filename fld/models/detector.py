@@ -1,0 +1,119 @@
+"""``LandmarkDetector``: backbone + heatmap generator, built from a preset name, an
+image size and a landmark scheme; and the preset table ``PRESETS``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+
+from fld.models.heads import heatmap_generator
+from fld.models.mobilevitv2 import MOBILEVITV2_PRESETS, MobileViTV2Backbone
+from fld.models.swinv2 import SWINV2_PRESETS, SwinV2Backbone
+from fld.schemes import Edge, Scheme, get_scheme
+
+BACKBONES = {"swinv2": SwinV2Backbone, "mobilevitv2": MobileViTV2Backbone}
+
+# name -> backbone family, backbone arguments, default decoder and its width.
+PRESETS = {
+    **{name: {"backbone": "swinv2", "config": cfg, "decoder": "transposed",
+              "decoder_channels": 64 if name == "swinv2_cpu_window8_256" else 256}
+       for name, cfg in SWINV2_PRESETS.items()},
+    **{name: {"backbone": "mobilevitv2", "config": cfg, "decoder": "fpn",
+              "decoder_channels": 64}
+       for name, cfg in MOBILEVITV2_PRESETS.items()},
+}
+
+
+def list_presets() -> list[str]:
+    """Names accepted by ``LandmarkDetector(preset=...)`` and ``build_backbone``."""
+    return sorted(PRESETS)
+
+
+def _preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}: use one of {list_presets()}")
+    return PRESETS[name]
+
+
+def build_backbone(preset: str, image_size: int = 256) -> keras.Model:
+    """The backbone of a preset (a functional model returning ``P2..P5``)."""
+    spec = _preset(preset)
+    return BACKBONES[spec["backbone"]](image_size=image_size, name="backbone", **spec["config"])
+
+
+def _scheme_from_config(value) -> Scheme:
+    if isinstance(value, dict):
+        fields = dict(value)
+        fields["edges"] = tuple(Edge(e["name"], tuple(e["points"]), e.get("closed", False))
+                                for e in fields["edges"])
+        for key in ("flip_perm", "io_indices"):
+            fields[key] = tuple(fields[key])
+        fields["pupils"] = tuple(tuple(p) for p in fields["pupils"])
+        return Scheme(**fields)
+    return get_scheme(value)
+
+
+@keras.saving.register_keras_serializable(package="fld")
+class LandmarkDetector(keras.Model):
+    """Backbone + heatmap generator (heads with AAM), a functional Keras model.
+
+    Args:
+        preset: a name from ``list_presets()``.
+        image_size: input side S in pixels (a multiple of 64 for MobileViT-v2, of 32
+            for SwinV2).
+        scheme: scheme name, scheme JSON path, or a ``Scheme``.
+        decoder: ``"transposed"``, ``"nearest"`` or ``"fpn"`` (default: the preset's).
+        decoder_channels: decoder width (default: the preset's).
+        return_features: also output the decoder's stride-4 ``features``.
+    Input: float32 (B, S, S, 3) NHWC images normalised to [-1, 1].
+    Output: dict of float32 stride-4 maps: ``heatmaps`` (B, S/4, S/4, K), ``points``
+        (K), ``edges`` (E), ``fused`` (K) [, ``features``].
+    """
+
+    def __init__(self, preset: str = "mobilevitv2_050", image_size: int = 256,
+                 scheme="300w_68", decoder: str | None = None,
+                 decoder_channels: int | None = None, return_features: bool = False,
+                 **kwargs):
+        spec = _preset(preset)
+        scheme_obj = _scheme_from_config(scheme)
+        decoder = decoder or spec["decoder"]
+        decoder_channels = decoder_channels or spec["decoder_channels"]
+        # === Functional graph ===
+        backbone = build_backbone(preset, image_size)
+        images = keras.Input((image_size, image_size, 3), name="images")
+        pyramid = backbone(images)
+        outputs = heatmap_generator(pyramid, scheme_obj, decoder, decoder_channels,
+                                    return_features)
+        super().__init__(inputs=images, outputs=outputs, **kwargs)
+        # === Config ===
+        self.preset = preset
+        self.image_size = image_size
+        self.scheme = scheme_obj
+        self.decoder = decoder
+        self.decoder_channels = decoder_channels
+        self.return_features = return_features
+        self.backbone = backbone
+
+    def get_config(self):
+        builtin = get_scheme(self.scheme.name) if _is_builtin(self.scheme.name) else None
+        return {
+            "name": self.name, "trainable": self.trainable,
+            "preset": self.preset, "image_size": self.image_size,
+            "scheme": self.scheme.name if builtin == self.scheme
+            else dataclasses.asdict(self.scheme),
+            "decoder": self.decoder, "decoder_channels": self.decoder_channels,
+            "return_features": self.return_features,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _is_builtin(name: str) -> bool:
+    try:
+        get_scheme(name)
+        return True
+    except ValueError:
+        return False

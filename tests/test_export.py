@@ -1,0 +1,153 @@
+"""Tests for fld.export: int8 conversion of the student and the op audit."""
+
+import glob
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import fld.models as models
+from fld import export
+from fld.crop import box_from_landmarks, crop_face
+
+SIZE = 64
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "300w", "train")
+NUM_CALIBRATION, NUM_EVAL = 16, 24
+
+
+def _read_pts(path):
+    """iBUG .pts -> (K, 2) 0-based landmarks."""
+    with open(path) as f:
+        body = f.read().split("{")[1].split("}")[0]
+    return np.array(body.split(), np.float32).reshape(-1, 2) - 1.0
+
+
+def _face_crops(count):
+    import cv2
+
+    crops = []
+    for pts in sorted(glob.glob(os.path.join(DATA, "*", "*.pts")))[:count]:
+        image = cv2.imread(pts[:-4] + ".jpg")
+        if image is None:
+            continue
+        crop, _ = crop_face(cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
+                            box_from_landmarks(_read_pts(pts)), SIZE)
+        crops.append((crop.astype(np.float32) / 127.5 - 1.0)[None])  # (1, S, S, 3) in [-1, 1]
+    return crops
+
+
+@pytest.fixture(scope="module")
+def faces():
+    if not os.path.isdir(DATA):
+        pytest.skip(f"real faces not found at {os.path.normpath(DATA)} (../shared/data)")
+    crops = _face_crops(NUM_CALIBRATION + NUM_EVAL)
+    assert len(crops) == NUM_CALIBRATION + NUM_EVAL
+    return crops[:NUM_CALIBRATION], crops[NUM_CALIBRATION:]
+
+
+@pytest.fixture(scope="module")
+def student(faces):
+    """Random-weight student whose BatchNorm statistics are fitted to the face crops
+    (as after training); with init statistics (0, 1) every map is nearly constant."""
+    keras.utils.set_random_seed(0)
+    model = models.LandmarkDetector(preset="mobilevitv2_050", image_size=SIZE, scheme="pair_51")
+    batch = np.concatenate(faces[0])
+    for _ in range(30):
+        model(batch, training=True)
+    return model
+
+
+@pytest.fixture(scope="module")
+def int8_student(student, faces):
+    return export.convert(student, "int8", representative_images=faces[0])
+
+
+def _run_int8(tflite_bytes, image):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=tflite_bytes)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    scale, zero = inp["quantization"]
+    interpreter.set_tensor(inp["index"],
+                           np.clip(np.round(image / scale + zero), -128, 127).astype(np.int8))
+    interpreter.invoke()
+    scale, zero = out["quantization"]
+    return (interpreter.get_tensor(out["index"]).astype(np.float32) - zero) * scale
+
+
+def test_student_int8_is_integer_only(int8_student):
+    report = export.audit(int8_student, int8=True)  # raises AuditError on any offence
+    assert not report.float_ops and not report.problems
+    assert set(report.op_counts) <= export.TFLITE_2_14_BUILTINS
+    assert "SOFTMAX" in report.op_counts and "RSQRT" in report.op_counts
+    print(f"\nint8 student audit: {report}")
+
+
+def test_student_int8_heatmap_argmax_agrees(student, int8_student, faces):
+    exact, near = [], []
+    for image in faces[1]:
+        quantised = _run_int8(int8_student, image)[0]                    # (h, w, K)
+        reference = keras.ops.convert_to_numpy(student(image)["fused"])[0]
+        assert quantised.shape == reference.shape
+        width, k = reference.shape[1], reference.shape[-1]
+        got = quantised.reshape(-1, k).argmax(0)
+        want = reference.reshape(-1, k).argmax(0)
+        exact.append(got == want)
+        near.append(np.maximum(abs(got // width - want // width),
+                               abs(got % width - want % width)) <= 1)
+    exact, near = float(np.mean(exact)), float(np.mean(near))
+    print(f"\nint8 vs float argmax: exact {exact:.1%}, within 1 heatmap px {near:.1%}")
+    # Random weights give flat maps with near-ties; see the module report for numbers.
+    assert exact >= 0.75 and near >= 0.8
+
+
+def _tiny_model(block):
+    inputs = keras.Input((8, 8, 4))
+    return keras.Model(inputs, block(keras.layers.Conv2D(4, 1)(inputs)))
+
+
+def _calibration():
+    rng = np.random.default_rng(0)
+    return [rng.uniform(-1, 1, (1, 8, 8, 4)).astype(np.float32) for _ in range(4)]
+
+
+def test_audit_flags_layer_norm_float_island():
+    model = _tiny_model(keras.layers.LayerNormalization())
+    with pytest.raises(export.AuditError, match="float32"):
+        export.audit(export.convert(model, "int8", _calibration(), outputs=None))
+
+
+def test_audit_flags_six_d_transpose():
+    class SixDTranspose(keras.layers.Layer):
+        def call(self, x):
+            x = keras.ops.reshape(x, (-1, 4, 2, 2, 2, 1))
+            return keras.ops.reshape(keras.ops.transpose(x, (0, 2, 1, 3, 5, 4)), (-1, 8, 8, 4))
+
+    tflite = export.convert(_tiny_model(SixDTranspose()), "none", outputs=None)
+    with pytest.raises(export.AuditError, match="6-D transpose"):
+        export.audit(tflite, int8=False)
+
+
+def test_float_conversion_and_argument_errors(student):
+    report = export.audit(export.convert(student, "float16"), int8=False)
+    assert "CONV_2D" in report.op_counts
+    with pytest.raises(ValueError, match="representative_images"):
+        export.convert(student, "int8")
+    with pytest.raises(ValueError, match="quantize"):
+        export.convert(student, "int4")
+    with pytest.raises(ValueError, match="no output"):
+        export.convert(student, "none", outputs="landmarks")
+
+
+def test_uint8_interface():
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = _tiny_model(keras.layers.ReLU())
+    tflite = export.convert(model, "int8", _calibration(), input_type="uint8", outputs=None)
+    export.audit(tflite, int8=True)
+    interpreter = Interpreter(model_content=tflite)
+    assert interpreter.get_input_details()[0]["dtype"] == np.uint8
+    assert interpreter.get_output_details()[0]["dtype"] == np.uint8

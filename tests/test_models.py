@@ -1,0 +1,145 @@
+"""Tests for fld.models at tiny shapes (64 px input, the 51-point scheme)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fld.models as models
+from fld.models.layers import FixedPointwise, InstanceNormalization
+from fld.models.mobilevitv2 import PatchFold, PatchUnfold
+from fld.schemes import Edge, Scheme, get_scheme
+
+SIZE = 64
+TINY_SCHEME = Scheme(
+    name="tiny_5", num_points=5, flip_perm=(1, 0, 2, 4, 3), io_indices=(0, 1),
+    pupils=((0,), (1,)), edges=(Edge("eyes", (0, 1)), Edge("mouth", (3, 4))),
+)
+CASES = {
+    "student": dict(preset="mobilevitv2_050", scheme="pair_51"),
+    "student_nearest": dict(preset="mobilevitv2_050", scheme="pair_51", decoder="nearest"),
+    "teacher_cpu": dict(preset="swinv2_cpu_window8_256", scheme=TINY_SCHEME,
+                        return_features=True),
+}
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def case(request):
+    kwargs = CASES[request.param]
+    return kwargs, models.LandmarkDetector(image_size=SIZE, **kwargs)
+
+
+def _numpy(outputs):
+    return {k: keras.ops.convert_to_numpy(v) for k, v in outputs.items()}
+
+
+def test_output_shapes_dtypes_and_ranges(case, images):
+    kwargs, model = case
+    scheme = get_scheme(kwargs["scheme"])
+    k, e, side = scheme.num_points, scheme.num_edges, SIZE // 4
+    out = _numpy(model(images))
+    expected = {"heatmaps": k, "points": k, "edges": e, "fused": k}
+    if kwargs.get("return_features"):
+        expected["features"] = out["features"].shape[-1]
+    assert {name: v.shape for name, v in out.items()} == {
+        name: (2, side, side, c) for name, c in expected.items()}
+    for name, value in out.items():
+        assert value.dtype == np.float32, name
+        assert np.isfinite(value).all(), f"{name} has NaN/inf"
+    assert out["heatmaps"].min() >= 0.0
+    for name in ("points", "edges"):
+        assert 0.0 <= out[name].min() and out[name].max() <= 1.0
+    # AAM: fused = (edges @ M + bias) * points * heatmaps.
+    matrix, bias = scheme.edge_to_point()
+    mask = (out["edges"] @ matrix + bias) * out["points"]
+    np.testing.assert_allclose(out["fused"], mask * out["heatmaps"], rtol=1e-4, atol=1e-5)
+
+
+def test_config_round_trip_and_save_load(case, images, tmp_path):
+    _, model = case
+    clone = models.LandmarkDetector.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    clone.set_weights(model.get_weights())
+    expected = _numpy(model(images))
+    for name, value in _numpy(clone(images)).items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded, models.LandmarkDetector)
+    for name, value in _numpy(loaded(images)).items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+
+
+def test_every_trainable_weight_gets_a_gradient(case, images):
+    _, model = case
+    with tf.GradientTape() as tape:
+        out = model(images, training=True)
+        loss = sum(tf.reduce_mean(tf.square(v - 0.1)) for v in out.values())
+    grads = tape.gradient(loss, model.trainable_weights)
+    missing = [w.path for w, g in zip(model.trainable_weights, grads) if g is None]
+    assert not missing, f"no gradient for {missing}"
+    bad = [w.path for w, g in zip(model.trainable_weights, grads)
+           if not np.isfinite(keras.ops.convert_to_numpy(g)).all()]
+    assert not bad, f"NaN gradient for {bad}"
+    zero = [w.path for w, g in zip(model.trainable_weights, grads)
+            if not np.any(keras.ops.convert_to_numpy(g))]
+    assert not zero, f"all-zero gradient for {zero}"
+
+
+def test_pyramid_strides():
+    for preset in ("mobilevitv2_050", "swinv2_cpu_window8_256"):
+        pyramid = models.build_backbone(preset, SIZE)(np.zeros((1, SIZE, SIZE, 3), np.float32))
+        assert [pyramid[f"P{i}"].shape[1] for i in (2, 3, 4, 5)] == [16, 8, 4, 2], preset
+
+
+def test_patch_unfold_fold_round_trip():
+    x = np.random.default_rng(1).normal(size=(2, 8, 6, 3)).astype(np.float32)
+    tokens = keras.ops.convert_to_numpy(PatchUnfold(2)(x))
+    assert tokens.shape == (2, 4, 12, 3)
+    # token (pixel j of the patch, patch n): pixel (1, 0) of patch (row 1, col 2) ...
+    np.testing.assert_array_equal(tokens[:, 2, 1 * 3 + 2], x[:, 3, 4])
+    back = keras.ops.convert_to_numpy(PatchFold(2, 8, 6)(tokens))
+    np.testing.assert_array_equal(back, x)
+
+
+def test_instance_norm_and_fixed_pointwise():
+    x = np.random.default_rng(2).normal(3.0, 2.0, size=(2, 5, 5, 4)).astype(np.float32)
+    y = keras.ops.convert_to_numpy(InstanceNormalization()(x))
+    np.testing.assert_allclose(y.mean(axis=(1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y.std(axis=(1, 2)), 1.0, atol=1e-3)
+    matrix, bias = TINY_SCHEME.edge_to_point()
+    edges = x[..., :2]
+    got = keras.ops.convert_to_numpy(FixedPointwise(matrix, bias)(edges))
+    np.testing.assert_allclose(got, edges @ matrix + bias, rtol=1e-6)
+
+
+def test_presets_and_errors():
+    names = models.list_presets()
+    for name in ("swinv2_base_window16_256", "swinv2_tiny_window8_256",
+                 "swinv2_cpu_window8_256", "mobilevitv2_050", "mobilevitv2_200"):
+        assert name in names and name in models.PRESETS
+    with pytest.raises(ValueError, match="unknown model preset"):
+        models.LandmarkDetector(preset="resnet50", image_size=SIZE)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        models.LandmarkDetector(preset="mobilevitv2_050", image_size=96)
+
+
+@pytest.mark.slow
+def test_paper_preset_sizes():
+    def backbone_params(preset):
+        model = models.LandmarkDetector(preset=preset, image_size=256, scheme="300w_68")
+        return model.backbone.count_params(), model
+
+    swin, teacher = backbone_params("swinv2_base_window16_256")
+    assert 86e6 < swin < 88.5e6, swin  # SwinV2-B: 87.9 M with its 1000-class head
+    assert teacher.output["fused"].shape[1:] == (64, 64, 68)
+    mvit, student = backbone_params("mobilevitv2_050")
+    trainable = sum(int(np.prod(w.shape)) for w in student.backbone.trainable_weights)
+    assert 1.05e6 < trainable < 1.2e6, trainable  # MobileViT-v2-0.5: 1.37 M - 0.26 M head
+    assert student.output["fused"].shape[1:] == (64, 64, 68)

@@ -1,0 +1,102 @@
+"""Parameters and multiply-accumulates (MACs) of a landmark detector, per image.
+
+    python tools/model_summary.py --model mobilevitv2_050 --image_size 256 --scheme 300w_68
+
+What is counted (one MAC = one multiply + add, for a single image):
+- Conv2D: out_h * out_w * out_c * k_h * k_w * in_c / groups;
+- DepthwiseConv2D: out_h * out_w * channels * multiplier * k_h * k_w;
+- Conv2DTranspose: in_h * in_w * in_c * k_h * k_w * out_c;
+- Dense: tokens * in * out;
+- layers with ``count_macs()``: attention (qkv/proj weights, q.k^T and attn.v matmuls,
+  the SwinV2 position-bias MLP), separable-attention weighted sums, instance-norm
+  multiplies, the AAM's fixed 1x1 transform.
+Not counted: BatchNorm (folded into the preceding conv at export), activations,
+residual adds, softmax, LayerNorm, resizes and reshapes.
+The last line is exactly ``macs: N params: N``.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "mobilevitv2_050", "preset name (see fld.models.list_presets())")
+flags.DEFINE_integer("image_size", 256, "input side in pixels")
+flags.DEFINE_string("scheme", "300w_68", "landmark scheme name or JSON path")
+flags.DEFINE_string("decoder", None, "decoder override: transposed, nearest or fpn")
+
+
+def layer_macs(layer) -> tuple[str, int]:
+    """(kind, MACs per image) of one non-model layer; kind is None when not counted."""
+    import keras
+    import numpy as np
+
+    if hasattr(layer, "count_macs"):
+        return type(layer).__name__, int(layer.count_macs())
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        out = layer.output.shape
+        kh, kw = layer.kernel_size
+        return "DepthwiseConv2D", int(np.prod(out[1:])) * kh * kw
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        inp = layer.input.shape
+        kh, kw = layer.kernel_size
+        return "Conv2DTranspose", int(np.prod(inp[1:])) * kh * kw * layer.filters
+    if isinstance(layer, keras.layers.Conv2D):
+        out = layer.output.shape
+        kh, kw = layer.kernel_size
+        in_c = layer.input.shape[-1] // layer.groups
+        return "Conv2D", int(np.prod(out[1:])) * kh * kw * in_c
+    if isinstance(layer, keras.layers.Dense):
+        inp = layer.input.shape
+        return "Dense", int(np.prod(inp[1:])) * layer.units
+    return None, 0
+
+
+def count_macs(model) -> collections.Counter:
+    """MACs per image by layer kind, recursing into nested functional models."""
+    import keras
+
+    totals = collections.Counter()
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            totals.update(count_macs(layer))
+            continue
+        kind, macs = layer_macs(layer)
+        if kind:
+            totals[kind] += macs
+    return totals
+
+
+def main(argv):
+    del argv
+    import fld.models
+
+    model = fld.models.LandmarkDetector(preset=FLAGS.model, image_size=FLAGS.image_size,
+                                        scheme=FLAGS.scheme, decoder=FLAGS.decoder)
+    backbone = model.backbone
+    backbone_macs = sum(count_macs(backbone).values())
+    per_kind = count_macs(model)
+    macs, params = sum(per_kind.values()), model.count_params()
+    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
+    print(f"model: {FLAGS.model}  image_size: {FLAGS.image_size}  scheme: {FLAGS.scheme}  "
+          f"decoder: {model.decoder} ({model.decoder_channels} ch)")
+    print(f"outputs: " + ", ".join(f"{k} {tuple(v.shape[1:])}" for k, v in model.output.items()))
+    print(f"backbone params: {backbone.count_params():,} "
+          f"(trainable {sum(int(w.numpy().size) for w in backbone.trainable_weights):,})")
+    print(f"backbone macs: {backbone_macs:,}")
+    print(f"head+decoder params: {params - backbone.count_params():,}  "
+          f"macs: {macs - backbone_macs:,}")
+    print(f"total params: {params:,} (trainable {trainable:,})")
+    for kind, value in per_kind.most_common():
+        print(f"  macs {kind:28s} {value:>15,}")
+    print(f"macs: {macs} params: {params}")
+
+
+if __name__ == "__main__":
+    app.run(main)
