@@ -87,7 +87,7 @@ def test_student_int8_is_integer_only(int8_student):
 
 
 def test_student_int8_heatmap_argmax_agrees(student, int8_student, faces):
-    exact, near = [], []
+    exact, near, clear = [], [], []
     for image in faces[1]:
         quantised = _run_int8(int8_student, image)[0]                    # (h, w, K)
         reference = keras.ops.convert_to_numpy(student(image)["fused"])[0]
@@ -98,10 +98,17 @@ def test_student_int8_heatmap_argmax_agrees(student, int8_student, faces):
         exact.append(got == want)
         near.append(np.maximum(abs(got // width - want // width),
                                abs(got % width - want % width)) <= 1)
-    exact, near = float(np.mean(exact)), float(np.mean(near))
-    print(f"\nint8 vs float argmax: exact {exact:.1%}, within 1 heatmap px {near:.1%}")
-    # Random weights give flat maps with near-ties; see the module report for numbers.
-    assert exact >= 0.75 and near >= 0.8
+        top2 = np.sort(reference.reshape(-1, k), axis=0)[-2:]
+        clear.append((top2[1] - top2[0]) > 0.05 * top2[1])  # float peak 5% above runner-up
+    exact, near, clear = np.array(exact), np.array(near), np.array(clear)
+    on_clear = float(exact[clear].mean())
+    print(f"\nint8 vs float argmax: exact {exact.mean():.1%}, within 1 heatmap px "
+          f"{near.mean():.1%}; on the {clear.mean():.0%} of points with a clear float peak: "
+          f"{on_clear:.1%}")
+    # Random weights give flat maps: where the float model's best cell beats the
+    # runner-up by < 5%, int8 rounding decides. Where the peak is clear, argmax agrees.
+    assert on_clear >= 0.9 and clear.mean() >= 0.3
+    assert exact.mean() >= 0.75 and near.mean() >= 0.8
 
 
 def _tiny_model(block):
