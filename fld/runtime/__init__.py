@@ -1,0 +1,28 @@
+"""TensorFlow-free runtime: a ``.tflite`` landmark model + face detector + smoothing.
+
+Imports numpy, OpenCV and a TFLite interpreter (``ai_edge_litert``, ``tflite_runtime``
+or, as a last resort, ``tensorflow.lite``) only; never TensorFlow or Keras otherwise.
+
+    from fld.runtime import Landmarker
+    landmarker = Landmarker("student_int8.tflite", num_threads=2)
+    for box, points in landmarker.detect(image_rgb):
+        ...
+"""
+
+from fld.runtime.detector import (
+    HAAR_BOX_MAPPING, HAAR_BOX_MAPPINGS, BoxMapping, FaceDetector, HaarDetector, YuNetDetector, fit_box_mapping,
+    measure_box_mapping)
+from fld.runtime.interpreter import RUNTIMES, ModelError, TFLiteModel, interpreter_class
+from fld.runtime.landmarker import DEFAULT_MODEL_PATH, Landmarker, time_landmarker
+from fld.runtime.metadata import (
+    FORMAT, METADATA_NAME, MetadataError, ModelInfo, make_model_info, read_metadata,
+    read_model_info)
+from fld.runtime.smoothing import OneEuroFilter, VideoLandmarker
+
+__all__ = [
+    "DEFAULT_MODEL_PATH", "FORMAT", "HAAR_BOX_MAPPING", "HAAR_BOX_MAPPINGS", "METADATA_NAME", "RUNTIMES",
+    "BoxMapping", "FaceDetector", "HaarDetector", "Landmarker", "MetadataError",
+    "ModelError", "ModelInfo", "OneEuroFilter", "TFLiteModel", "VideoLandmarker",
+    "YuNetDetector", "fit_box_mapping", "interpreter_class", "make_model_info",
+    "measure_box_mapping", "read_metadata", "read_model_info", "time_landmarker",
+]

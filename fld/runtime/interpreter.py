@@ -1,0 +1,147 @@
+"""Loads a ``.tflite`` landmark model in whichever TFLite interpreter is installed.
+
+Order tried: ``ai_edge_litert`` (LiteRT), ``tflite_runtime``, ``tensorflow.lite``; or
+one forced by name (``runtime="ai_edge_litert" | "tflite_runtime" | "tf"``). Only numpy
+and the interpreter are imported, never TensorFlow unless ``"tf"`` is chosen or
+nothing else is installed.
+
+``TFLiteModel.run`` takes the float input (already normalised to the model's range),
+quantises it with the input tensor's scale / zero point when the model is int8 or
+uint8 (``q = round(x / scale) + zero_point``, clipped to the type's range; TFLite
+quantisation spec: https://ai.google.dev/edge/litert/models/quantization_spec) and
+returns the output dequantised (``x = (q - zero_point) * scale``) as float32.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Optional
+
+import numpy as np
+
+# name -> (module, attribute) of the Interpreter class.
+RUNTIMES = {
+    "ai_edge_litert": ("ai_edge_litert.interpreter", "Interpreter"),
+    "tflite_runtime": ("tflite_runtime.interpreter", "Interpreter"),
+    "tf": ("tensorflow.lite.python.interpreter", "Interpreter"),  # = tf.lite.Interpreter
+}
+
+
+class ModelError(ValueError):
+    """A model file that cannot be used (unreadable, wrong shapes, wrong types)."""
+
+
+def interpreter_class(runtime: Optional[str] = None):
+    """Returns ``(name, Interpreter class)``: the forced ``runtime`` or the first found."""
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ValueError(f"unknown TFLite runtime {runtime!r}: use one of {sorted(RUNTIMES)}")
+    names = [runtime] if runtime else list(RUNTIMES)
+    errors = []
+    for name in names:
+        module_name, attribute = RUNTIMES[name]
+        try:
+            module = importlib.import_module(module_name)
+            return name, getattr(module, attribute)
+        except (ImportError, AttributeError) as e:
+            errors.append(f"{name}: {e}")
+    raise ImportError("no TFLite interpreter available (" + "; ".join(errors) + "); install "
+                      "ai-edge-litert or tflite-runtime")
+
+
+def _quantization(detail: dict) -> tuple[float, int]:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    params = detail.get("quantization_parameters") or {}
+    scales = params.get("scales")
+    if scales is not None and len(scales) == 1:
+        scale, zero_point = float(scales[0]), int(params["zero_points"][0])
+    return float(scale), int(zero_point)
+
+
+class TFLiteModel:
+    """One loaded TFLite model with a single image input and a single output.
+
+    Args:
+        path: the ``.tflite`` file (``model_bytes`` may be given instead, ``path`` then
+            only names it in messages).
+        num_threads: CPU threads for the interpreter.
+        runtime: force an interpreter by name (see ``RUNTIMES``); None = first found.
+    Attributes:
+        runtime: the interpreter's name; input_shape / output_shape: tensor shapes;
+        input_dtype / output_dtype: numpy types; model_bytes: the file's bytes.
+    """
+
+    def __init__(self, path: str, num_threads: int = 1, runtime: Optional[str] = None,
+                 model_bytes: Optional[bytes] = None):
+        self.path = str(path)
+        if model_bytes is None:
+            if not os.path.isfile(self.path):
+                raise FileNotFoundError(f"model file not found: {self.path}")
+            with open(self.path, "rb") as f:
+                model_bytes = f.read()
+        self.model_bytes = model_bytes
+        self.runtime, interpreter_cls = interpreter_class(runtime)
+        try:
+            self.interpreter = interpreter_cls(model_content=self.model_bytes,
+                                               num_threads=int(num_threads))
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"{self.path}: cannot load in {self.runtime} ({e})") from None
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"{self.path}: expected one input and one output tensor, got "
+                             f"{len(inputs)} and {len(outputs)}")
+        self._input, self._output = inputs[0], outputs[0]
+        self.input_shape = tuple(int(v) for v in self._input["shape"])
+        self.output_shape = tuple(int(v) for v in self._output["shape"])
+        self.input_dtype = np.dtype(self._input["dtype"])
+        self.output_dtype = np.dtype(self._output["dtype"])
+        self.input_quantization = _quantization(self._input)
+        self.output_quantization = _quantization(self._output)
+        for what, dtype, (scale, _) in (("input", self.input_dtype, self.input_quantization),
+                                        ("output", self.output_dtype, self.output_quantization)):
+            if dtype.kind in "iu" and scale <= 0:
+                raise ModelError(f"{self.path}: {what} tensor is {dtype} without quantisation "
+                                 f"parameters")
+            if dtype.kind not in "iuf":
+                raise ModelError(f"{self.path}: unsupported {what} tensor type {dtype}")
+
+    def check_shapes(self, image_size: int, heatmap_size: int, num_points: int) -> None:
+        """Raises ModelError unless input is (1,S,S,3) and output (1,H,H,K)."""
+        expected_in = (1, image_size, image_size, 3)
+        expected_out = (1, heatmap_size, heatmap_size, num_points)
+        if self.input_shape != expected_in or self.output_shape != expected_out:
+            raise ModelError(
+                f"{self.path}: wrong model for its metadata: input {self.input_shape}, output "
+                f"{self.output_shape}; expected input {expected_in} and output {expected_out}")
+
+    def quantize_input(self, images: np.ndarray) -> np.ndarray:
+        """Float input -> the input tensor's type (quantised for int8 / uint8)."""
+        images = np.asarray(images, np.float32)
+        if self.input_dtype.kind == "f":
+            return images.astype(self.input_dtype)
+        scale, zero_point = self.input_quantization
+        info = np.iinfo(self.input_dtype)
+        q = np.round(images / scale) + zero_point
+        return np.clip(q, info.min, info.max).astype(self.input_dtype)
+
+    def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
+        if self.output_dtype.kind == "f":
+            return raw.astype(np.float32)
+        scale, zero_point = self.output_quantization
+        return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+    def invoke_raw(self, tensor: np.ndarray) -> np.ndarray:
+        """Runs on an input already in the tensor's type; returns the raw output."""
+        self.interpreter.set_tensor(self._input["index"], tensor)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output["index"])
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        """Float (1, S, S, 3) input in the model's range -> float32 output."""
+        images = np.asarray(images, np.float32)
+        if images.shape != self.input_shape:
+            raise ValueError(f"{self.path}: input shape {images.shape}, model expects "
+                             f"{self.input_shape}")
+        return self.dequantize_output(self.invoke_raw(self.quantize_input(images)))

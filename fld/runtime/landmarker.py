@@ -1,0 +1,169 @@
+"""``Landmarker``: image + face box -> landmarks, with a TFLite model and no TensorFlow.
+
+Per face: crop with the project's crop rule (``fld.crop``, the model metadata's
+``crop_scale`` and ``image_size``) -> normalise (``x / 127.5 - 1``) -> quantise ->
+invoke -> dequantise -> decode the heatmaps in float on the host
+(``fld.codec.decode_numpy``, the metadata's method) -> heatmap cells to crop pixels
+(``(u + 0.5) * stride - 0.5``) -> image pixels through the inverse crop matrix.
+
+    landmarker = Landmarker("student_int8.tflite")
+    points = landmarker.predict(image_rgb, box)        # (K, 2), 0-based image pixels
+    for box, points in landmarker.detect(image_rgb):   # with the face detector
+        ...
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Optional
+
+import numpy as np
+
+from fld.codec import decode_numpy
+from fld.crop import crop_image, crop_matrix, invert_affine, transform_points
+from fld.runtime.detector import HAAR_BOX_MAPPINGS, BoxMapping, FaceDetector
+from fld.runtime.interpreter import TFLiteModel
+from fld.runtime.metadata import ModelInfo, read_model_info
+
+DEFAULT_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
+                                  "default_68.tflite")
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image -> (H, W, 3) uint8 RGB."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or min(image.shape[:2]) < 1:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return image[..., :3]
+
+
+def normalize_image(image: np.ndarray) -> np.ndarray:
+    """uint8-range pixels -> [-1, 1] (``fld.data.pipeline.normalize_image``'s rule)."""
+    return image.astype(np.float32) / 127.5 - 1.0
+
+
+class Landmarker:
+    """Facial landmarks from a TFLite model carrying ``fld`` metadata.
+
+    Args:
+        model_path: ``.tflite`` file; None = the bundled default model
+            (``fld/runtime/assets/default_68.tflite``).
+        num_threads: interpreter CPU threads.
+        runtime: force an interpreter (``ai_edge_litert`` / ``tflite_runtime`` / ``tf``).
+        detector: face detector for ``detect``: a ``FaceDetector``, ``"haar"``, a YuNet
+            ``.onnx`` path or a callable image -> boxes. Built on first use.
+        box_mapping: detector -> landmark box mapping. Default for Haar: the model
+            metadata's ``box_mapping``, else the mapping measured for the model's
+            scheme (``HAAR_BOX_MAPPINGS``); other detectors: their own default.
+    Attributes:
+        info: the model's ``ModelInfo``; scheme: its landmark scheme; model: the
+        ``TFLiteModel``.
+    """
+
+    def __init__(self, model_path: Optional[str] = None, num_threads: int = 1,
+                 runtime: Optional[str] = None, detector=None,
+                 box_mapping: Optional[BoxMapping] = None):
+        if model_path is None:
+            model_path = DEFAULT_MODEL_PATH
+            if not os.path.isfile(model_path):
+                raise FileNotFoundError(
+                    f"the bundled default model {model_path} does not exist yet (no trained "
+                    f"model has been shipped): pass model_path= a .tflite exported by fld")
+        self.model = TFLiteModel(model_path, num_threads=num_threads, runtime=runtime)
+        self.info: ModelInfo = read_model_info(self.model.model_bytes, source=str(model_path))
+        self.model.check_shapes(self.info.image_size, self.info.heatmap_size,
+                                self.info.num_points)
+        self.scheme = self.info.scheme
+        self._detector_spec = detector
+        self._detector: Optional[FaceDetector] = None
+        self._box_mapping = box_mapping
+
+    # --- one face --------------------------------------------------------------------
+    def crop(self, image_rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
+        """The model input (1, S, S, 3) float32 in [-1, 1] and the crop matrix."""
+        size = self.info.image_size
+        matrix = crop_matrix(box, size, self.info.crop_scale)
+        crop = crop_image(as_rgb_uint8(image_rgb), matrix, size)
+        return normalize_image(crop)[None], matrix
+
+    def heatmaps_to_image(self, heatmaps: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """(H, W, K) float heatmaps + crop matrix -> (K, 2) image pixels."""
+        cells = decode_numpy(heatmaps, self.info.decode_method, self.info.decode_radius)
+        crop_points = (cells + 0.5) * self.info.stride - 0.5
+        return transform_points(invert_affine(matrix), crop_points)
+
+    def predict(self, image_rgb: np.ndarray, box) -> np.ndarray:
+        """(K, 2) float32 landmarks, 0-based image pixels, for the face in ``box``.
+
+        ``box`` = (x0, y0, x1, y1) is the tight landmark box (300-W ground-truth box
+        convention; map detector boxes with ``FaceDetector``).
+        """
+        inputs, matrix = self.crop(image_rgb, box)
+        heatmaps = self.model.run(inputs)[0]
+        return self.heatmaps_to_image(heatmaps, matrix)
+
+    # --- with the detector ------------------------------------------------------------
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            spec = self._detector_spec if self._detector_spec is not None else "haar"
+            if isinstance(spec, FaceDetector):
+                self._detector = spec
+            else:
+                mapping = self._box_mapping
+                if mapping is None and spec == "haar":
+                    mapping = self._haar_mapping()
+                self._detector = FaceDetector(spec, box_mapping=mapping)
+        return self._detector
+
+    def _haar_mapping(self) -> BoxMapping:
+        """The model metadata's box mapping, else the one measured for its scheme."""
+        if self.info.box_mapping is not None:
+            return BoxMapping(*self.info.box_mapping)
+        if self.scheme.name in HAAR_BOX_MAPPINGS:
+            return HAAR_BOX_MAPPINGS[self.scheme.name]
+        warnings.warn(f"no Haar box mapping measured for scheme {self.scheme.name!r}: using the "
+                      f"68-point one; fit one with fld.runtime.measure_box_mapping and store it "
+                      f"in the model metadata (box_mapping)", stacklevel=3)
+        return HAAR_BOX_MAPPINGS["300w_68"]
+
+    def detect_faces(self, image_rgb: np.ndarray) -> np.ndarray:
+        """(N, 4) landmark boxes of the faces found, largest first."""
+        return self.detector(as_rgb_uint8(image_rgb))
+
+    def detect(self, image_rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """[(box, points)] for every face found, largest first."""
+        image_rgb = as_rgb_uint8(image_rgb)
+        return [(box, self.predict(image_rgb, box)) for box in self.detect_faces(image_rgb)]
+
+
+def time_landmarker(landmarker: Landmarker, image_rgb: np.ndarray, box, runs: int = 200,
+                    warmup: int = 10) -> dict:
+    """Latency per face in milliseconds: ``invoke`` (interpreter alone, input already
+    quantised) and ``total`` (crop + normalise + quantise + invoke + decode).
+
+    Returns {"invoke_ms": [...], "total_ms": [...]} (one value per run).
+    """
+    model = landmarker.model
+    inputs, _ = landmarker.crop(image_rgb, box)
+    tensor = model.quantize_input(inputs)
+    for _ in range(warmup):
+        landmarker.predict(image_rgb, box)
+    invoke, total = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model.invoke_raw(tensor)
+        invoke.append((time.perf_counter() - start) * 1e3)
+    for _ in range(runs):
+        start = time.perf_counter()
+        landmarker.predict(image_rgb, box)
+        total.append((time.perf_counter() - start) * 1e3)
+    return {"invoke_ms": invoke, "total_ms": total}

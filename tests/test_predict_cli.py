@@ -1,0 +1,172 @@
+"""Smoke tests of tools/predict.py (and tools/benchmark.py) on real faces, as subprocesses.
+
+The model is test_runtime's tiny int8 stand-in (64 px, 5 landmarks); what is checked
+is the plumbing: inputs, boxes, outputs, errors.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fld.crop import box_from_landmarks
+from fld.data.readers import read_pts
+from tests.test_runtime import REPO, TINY_K, tiny_model_files
+
+
+@pytest.fixture(scope="module")
+def tiny(real_records):
+    return tiny_model_files(real_records)
+
+
+@pytest.fixture(scope="module")
+def image_dir(real_records, tmp_path_factory):
+    """Three real face images in a folder with a subfolder, plus their landmark boxes."""
+    folder = tmp_path_factory.mktemp("faces")
+    os.makedirs(folder / "sub")
+    names = ["a.jpg", "b.jpg", os.path.join("sub", "c.jpg")]
+    boxes = {}
+    for name, record in zip(names, real_records[:3]):
+        shutil.copy(record.image_path, folder / name)
+        boxes[name] = box_from_landmarks(record.landmarks)
+    return folder, boxes
+
+
+def run_tool(tool, *args, timeout=180):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", tool), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def write_boxes_csv(path, rows):
+    """CSV with a header and one ``image,x0,y0,x1,y1`` row per (name, box); exact floats."""
+    lines = ["image,x0,y0,x1,y1"]
+    lines += [name + "," + ",".join(repr(float(v)) for v in box) for name, box in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_predict_with_boxes_saves_pts_that_round_trip(tiny, image_dir, tmp_path):
+    from fld.runtime import Landmarker
+
+    folder, boxes = image_dir
+    csv_path = tmp_path / "boxes.csv"
+    second_face = boxes["a.jpg"] * 0.9
+    write_boxes_csv(csv_path, list(boxes.items()) + [("a.jpg", second_face)])
+    out = tmp_path / "out"
+    result = run_tool("predict.py", "--model", tiny["int8"], "--input", str(folder),
+                      "--boxes", str(csv_path), "--output_dir", str(out), "--save_pts",
+                      "--save_overlay")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "images: 3, faces: 4, skipped: 0"
+    landmarker = Landmarker(tiny["int8"])
+    for name, box in boxes.items():
+        stem = os.path.splitext(name)[0]
+        saved = read_pts(str(out / f"{stem}.pts"))
+        assert saved.shape == (TINY_K, 2)
+        image = landmarker_image(folder / name)
+        # .pts holds 6 decimals: the round trip is exact to 1e-5 px.
+        np.testing.assert_allclose(saved, landmarker.predict(image, box), atol=1e-4)
+        assert (out / f"{stem}.jpg").is_file()
+    assert (out / "a_1.pts").is_file()  # the second face of a.jpg
+    np.testing.assert_allclose(read_pts(str(out / "a_1.pts")),
+                               landmarker.predict(landmarker_image(folder / "a.jpg"), second_face),
+                               atol=1e-4)
+
+
+def landmarker_image(path):
+    import cv2
+
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def test_predict_with_detector_skips_a_corrupt_image(tiny, image_dir, tmp_path):
+    folder, _ = image_dir
+    work = tmp_path / "in"
+    shutil.copytree(folder, work)
+    (work / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    out = tmp_path / "out"
+    result = run_tool("predict.py", "--model", tiny["int8"], "--input", str(work),
+                      "--output_dir", str(out), "--save_pts")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "broken.jpg" in result.stderr and "skipped" in result.stderr
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith("images: 3, faces: ") and summary.endswith("skipped: 1")
+    faces = int(summary.split("faces: ")[1].split(",")[0])
+    assert faces >= 2  # the Haar cascade finds most of these real faces
+    saved = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.pts"))
+    assert len(saved) == faces and all(read_pts(str(out / p)).shape == (TINY_K, 2) for p in saved)
+
+
+@pytest.mark.parametrize("case", ["missing", "not_image", "empty_dir", "no_metadata",
+                                  "wrong_shape", "bad_boxes"])
+def test_predict_bad_inputs_fail_clearly(case, tiny, image_dir, tmp_path):
+    folder, _ = image_dir
+    model, target = tiny["int8"], str(folder)
+    expected = None
+    if case == "missing":
+        target, expected = str(tmp_path / "nowhere.jpg"), "input not found"
+    elif case == "not_image":
+        target = str(tmp_path / "notes.txt")
+        open(target, "w").write("hello")
+        expected = "notes.txt: not a readable image"
+    elif case == "empty_dir":
+        target = str(tmp_path / "empty")
+        os.makedirs(target)
+        expected = "no images"
+    elif case == "no_metadata":
+        model, expected = tiny["nometa"], "no 'fld' metadata"
+    elif case == "wrong_shape":
+        model, expected = tiny["wrong_shape"], "wrong model for its metadata"
+    elif case == "bad_boxes":
+        csv_path = tmp_path / "boxes.csv"
+        csv_path.write_text("image,x0,y0,x1,y1\na.jpg,10,10,5,20\n")
+        result = run_tool("predict.py", "--model", model, "--input", target,
+                          "--boxes", str(csv_path))
+        assert result.returncode == 1 and "x1 > x0" in result.stderr, result.stderr[-2000:]
+        return
+    result = run_tool("predict.py", "--model", model, "--input", target)
+    assert result.returncode == 1, (result.stdout, result.stderr[-2000:])
+    assert "predict.py: error:" in result.stderr and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_benchmark_prints_latency(tiny):
+    result = run_tool("benchmark.py", "--model", tiny["int8"], "--threads", "1", "--runs", "20")
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("latency_ms: ") and float(last.split()[1]) > 0
+
+
+def test_predict_video_with_smoothing(tiny, real_records, tmp_path):
+    import cv2
+
+    frame = cv2.resize(cv2.imread(real_records[0].image_path), (320, 320))
+    video = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (320, 320))
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        writer.write(np.clip(frame + rng.normal(0, 2, frame.shape), 0, 255).astype(np.uint8))
+    writer.release()
+    out = tmp_path / "out"
+    result = run_tool("predict.py", "--model", tiny["int8"], "--input", video, "--smooth",
+                      "--output_dir", str(out), "--save_pts", "--save_overlay")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "frames: 6, faces: 6, skipped: 0"
+    assert len(list((out / "clip").glob("frame_*.pts"))) == 6
+    assert cv2.VideoCapture(str(out / "clip.mp4")).isOpened()
+
+
+@pytest.mark.slow
+def test_benchmark_in_a_tflite_runtime_venv(tiny):
+    venv = os.environ.get("FLD_TFLITE_VENV", os.path.join(REPO, ".venv-tflite"))
+    if not os.path.isfile(os.path.join(venv, "bin", "python")):
+        pytest.skip(f"no tflite-runtime venv at {venv} (see tools/benchmark.py; "
+                    f"FLD_TFLITE_VENV overrides the path)")
+    result = run_tool("benchmark.py", "--model", tiny["int8"], "--runs", "20",
+                      "--runtime", "tflite_runtime", "--venv", venv, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "tflite_runtime" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith("latency_ms: ")

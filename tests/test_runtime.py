@@ -1,0 +1,454 @@
+"""Tests of the TensorFlow-free runtime (fld.runtime) and the metadata embedder.
+
+A tiny functional Keras model stands in for the trained student: 64 px input, average
+pooling to 16x16, a fixed 5x5 convolution of the image plus a fixed Gaussian bump per
+landmark (so every map has one clear peak that the image content shifts by a fraction
+of a cell), 5 landmarks. It is converted to full-int8 and to float32 TFLite.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+from fld.crop import box_from_landmarks, crop_face, invert_affine, transform_points
+from fld.schemes import Edge, Scheme, get_scheme
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_SIZE, TINY_K = 64, 5
+TINY_SCHEME = Scheme("tiny_5", TINY_K, (1, 0, 2, 4, 3), (0, 1), ((0,), (1,)),
+                     (Edge("mouth", (3, 4)),))
+# Peaks of the tiny model's maps, in heatmap cells (x, y) on its 16x16 grid.
+_TINY_PEAKS = np.array([[5.0, 6.0], [10.0, 6.0], [7.5, 9.0], [5.5, 12.0], [9.5, 12.0]])
+# int8 vs float Keras, largest landmark difference over 24 real faces, in input-crop
+# pixels of the 64 px crop (measured 0.04; 1 heatmap cell = 4 px).
+INT8_TOLERANCE_CROP_PX = 0.25
+
+_CACHE = {}
+
+
+def read_rgb(path):
+    import cv2
+
+    return cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+
+
+def build_tiny_keras_model():
+    """A functional Keras model: (B, 64, 64, 3) in [-1, 1] -> {"fused": (B, 16, 16, 5)}."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    cells = TINY_SIZE // 4
+    yy, xx = np.mgrid[0:cells, 0:cells]
+    bumps = np.stack([np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 1.5 ** 2))
+                      for cx, cy in _TINY_PEAKS], axis=-1).astype("float32")
+    kernel = (rng.normal(size=(5, 5, 3, TINY_K)) * 0.05).astype("float32")
+    images = keras.Input((TINY_SIZE, TINY_SIZE, 3), name="images")
+    x = keras.layers.AveragePooling2D(4)(images)
+    x = keras.layers.Conv2D(TINY_K, 5, padding="same",
+                            kernel_initializer=keras.initializers.Constant(kernel))(x)
+    x = keras.ops.add(x, bumps[None])
+    return keras.Model(images, {"fused": keras.layers.ReLU()(x)})
+
+
+def convert_tiny(model, quantize, crops=None):
+    """TFLite bytes: fld.export.convert when available, else a plain TFLiteConverter."""
+    try:
+        from fld.export import convert
+    except ImportError:
+        convert = None
+    if convert is not None:
+        return convert(model, quantize=quantize, representative_images=crops)
+    import keras
+    import tensorflow as tf
+
+    single = keras.Model(model.inputs, model.output["fused"])
+    converter = tf.lite.TFLiteConverter.from_keras_model(single)
+    if quantize == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([c] for c in crops)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def real_crops(records, size=TINY_SIZE):
+    """(1, S, S, 3) float32 crops in [-1, 1] of real faces, with the crop rule."""
+    out = []
+    for record in records:
+        crop, _ = crop_face(read_rgb(record.image_path), box_from_landmarks(record.landmarks),
+                            size)
+        out.append((crop.astype(np.float32) / 127.5 - 1.0)[None])
+    return out
+
+
+def tiny_model_files(records):
+    """Builds (once per session) the tiny model and its .tflite variants in a temp dir.
+
+    Returns a dict: keras (the model), folder, int8 / float (with metadata), nometa
+    (int8 without metadata), wrong_shape (metadata says 128 px for the 64 px model).
+    """
+    if _CACHE:
+        return _CACHE
+    from fld.export_metadata import embed_metadata
+    from fld.runtime.metadata import make_model_info
+
+    folder = tempfile.mkdtemp(prefix="fld_runtime_test_")
+    model = build_tiny_keras_model()
+    int8 = convert_tiny(model, "int8", real_crops(records))
+    float32 = convert_tiny(model, "none")
+    files = {"keras": model, "folder": folder}
+    variants = {
+        "int8": embed_metadata(int8, make_model_info(TINY_SCHEME, TINY_SIZE)),
+        "float": embed_metadata(float32, make_model_info(TINY_SCHEME, TINY_SIZE,
+                                                         quantization="none")),
+        "nometa": int8,
+        "wrong_shape": embed_metadata(int8, make_model_info(TINY_SCHEME, 128)),
+    }
+    for name, data in variants.items():
+        files[name] = os.path.join(folder, f"tiny_{name}.tflite")
+        with open(files[name], "wb") as f:
+            f.write(data)
+    _CACHE.update(files)
+    return _CACHE
+
+
+@pytest.fixture(scope="session")
+def tiny(real_records):
+    return tiny_model_files(real_records)
+
+
+# --- metadata -----------------------------------------------------------------------------
+
+
+def test_metadata_round_trip_keeps_model_identical(tiny):
+    from fld.export_metadata import embed_metadata
+    from fld.runtime import TFLiteModel
+    from fld.runtime.metadata import ModelInfo, make_model_info, read_metadata
+
+    with open(tiny["nometa"], "rb") as f:
+        plain = f.read()
+    info = make_model_info(get_scheme("300w_68"), 256, quantization="int8",
+                           box_mapping=(0.01, 0.14, 0.85, 0.83))
+    first = embed_metadata(plain, info.to_dict())
+    meta = read_metadata(first)
+    assert meta["format"] == "fld/1" and meta["normalisation"] == "x/127.5-1"
+    assert meta["decode"] == {"method": "local_soft_argmax", "radius": 2}
+    back = ModelInfo.from_dict(meta)
+    assert back == info and back.scheme == get_scheme("300w_68")
+    # Embedding again replaces the entry instead of adding a second one.
+    second = embed_metadata(first, make_model_info(TINY_SCHEME, TINY_SIZE))
+    assert ModelInfo.from_dict(read_metadata(second)).scheme == TINY_SCHEME
+    # The model is otherwise the same: identical outputs in ai-edge-litert.
+    image = np.random.default_rng(1).uniform(-1, 1, (1, TINY_SIZE, TINY_SIZE, 3))
+    outputs = [TFLiteModel(f"model{i}", runtime="ai_edge_litert", model_bytes=b).run(image)
+               for i, b in enumerate((plain, first, second))]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    np.testing.assert_array_equal(outputs[0], outputs[2])
+
+
+def test_read_metadata_clear_errors(tiny, tmp_path):
+    from fld.runtime.metadata import MetadataError, read_metadata
+
+    with pytest.raises(MetadataError, match="not a TFLite model"):
+        read_metadata(b"\x89PNG\r\n\x1a\n" + bytes(64), source="photo.png")
+    with open(tiny["nometa"], "rb") as f:
+        with pytest.raises(MetadataError, match="no 'fld' metadata"):
+            read_metadata(f.read())
+    with pytest.raises(MetadataError, match="truncated or corrupt"):
+        read_metadata(b"\xff\xff\x00\x00TFL3" + bytes(8))
+
+
+# --- interpreter and landmarker ----------------------------------------------------------
+
+
+def test_interpreter_choice_and_quantisation(tiny):
+    from fld.runtime import TFLiteModel, interpreter_class
+
+    assert interpreter_class()[0] == "ai_edge_litert"
+    with pytest.raises(ValueError, match="unknown TFLite runtime"):
+        interpreter_class("onnxruntime")
+    model = TFLiteModel(tiny["int8"], num_threads=2)
+    assert model.input_dtype == np.int8 and model.input_shape == (1, 64, 64, 3)
+    scale, zero_point = model.input_quantization
+    x = np.linspace(-1, 1, 64 * 64 * 3, dtype=np.float32).reshape(model.input_shape)
+    q = model.quantize_input(x)
+    back = (q.astype(np.float32) - zero_point) * scale
+    np.testing.assert_allclose(back, x, atol=scale / 2 + 1e-6)
+
+
+def test_uint8_input_model(tiny, real_records):
+    from fld.export_metadata import embed_metadata
+    from fld.runtime import Landmarker
+    from fld.runtime.metadata import make_model_info
+
+    try:
+        from fld.export import convert
+    except ImportError:
+        pytest.skip("fld.export not available")
+    data = convert(tiny["keras"], "int8", real_crops(real_records[:8]), input_type="uint8")
+    path = os.path.join(tiny["folder"], "tiny_uint8.tflite")
+    with open(path, "wb") as f:
+        f.write(embed_metadata(data, make_model_info(TINY_SCHEME, TINY_SIZE)))
+    landmarker = Landmarker(path)
+    assert landmarker.model.input_dtype == np.uint8
+    record = real_records[0]
+    image, box = read_rgb(record.image_path), box_from_landmarks(record.landmarks)
+    side = 1.2 * float(max(box[2] - box[0], box[3] - box[1]))
+    difference = landmarker.predict(image, box) - Landmarker(tiny["int8"]).predict(image, box)
+    assert np.abs(difference).max() * TINY_SIZE / side < INT8_TOLERANCE_CROP_PX
+
+
+def test_int8_landmarks_match_float_keras_on_real_faces(tiny, real_records):
+    from fld.codec import decode_numpy
+    from fld.runtime import Landmarker
+
+    landmarker = Landmarker(tiny["int8"])
+    assert landmarker.model.input_dtype == np.int8 and landmarker.info.quantization == "int8"
+    errors, crop_points = [], []
+    for record in real_records:
+        image = read_rgb(record.image_path)
+        box = box_from_landmarks(record.landmarks)
+        crop, matrix = crop_face(image, box, TINY_SIZE)
+        heatmaps = tiny["keras"].predict((crop / 127.5 - 1.0)[None].astype(np.float32),
+                                         verbose=0)["fused"][0]
+        expected_crop = (decode_numpy(heatmaps, "local_soft_argmax", 2) + 0.5) * 4 - 0.5
+        expected = transform_points(invert_affine(matrix), expected_crop)
+        got = landmarker.predict(image, box)
+        assert got.shape == (TINY_K, 2) and got.dtype == np.float32
+        got_crop = transform_points(matrix, got)
+        errors.append(np.abs(got_crop - expected_crop).max())
+        crop_points.append(expected_crop)
+        np.testing.assert_allclose(transform_points(matrix, expected), expected_crop, atol=1e-3)
+    # Not a trivial test: the image moves the float landmarks by more than the tolerance.
+    assert np.ptp(np.asarray(crop_points), axis=0).max() > 2 * INT8_TOLERANCE_CROP_PX
+    assert max(errors) < INT8_TOLERANCE_CROP_PX, f"int8 vs float: {max(errors):.3f} crop px"
+
+
+def test_float_tflite_matches_int8_and_runs_with_forced_runtime(tiny, real_records):
+    from fld.runtime import Landmarker
+
+    record = real_records[0]
+    image, box = read_rgb(record.image_path), box_from_landmarks(record.landmarks)
+    float_points = Landmarker(tiny["float"], runtime="tf").predict(image, box)
+    int8_points = Landmarker(tiny["int8"], runtime="ai_edge_litert").predict(image, box)
+    side = 1.2 * float(max(box[2] - box[0], box[3] - box[1]))
+    assert np.abs(float_points - int8_points).max() * TINY_SIZE / side < INT8_TOLERANCE_CROP_PX
+
+
+def test_wrong_models_give_clear_errors(tiny, tmp_path):
+    from fld.runtime import Landmarker, MetadataError, ModelError
+
+    with pytest.raises(ModelError, match=r"tiny_wrong_shape\.tflite.*expected input"):
+        Landmarker(tiny["wrong_shape"])
+    with pytest.raises(MetadataError, match=r"tiny_nometa\.tflite.*no 'fld' metadata"):
+        Landmarker(tiny["nometa"])
+    with pytest.raises(FileNotFoundError, match="missing.tflite"):
+        Landmarker(str(tmp_path / "missing.tflite"))
+    text = tmp_path / "notes.tflite"
+    text.write_text("not a model at all")
+    with pytest.raises((MetadataError, ModelError), match="notes.tflite"):
+        Landmarker(str(text))
+
+
+def test_default_model_absent_is_a_clear_error():
+    from fld.runtime import DEFAULT_MODEL_PATH, Landmarker
+
+    if os.path.isfile(DEFAULT_MODEL_PATH):
+        pytest.skip("a default model is bundled")
+    with pytest.raises(FileNotFoundError, match="default model .* does not exist yet"):
+        Landmarker()
+
+
+def test_runtime_runs_without_tensorflow_or_keras(tiny, real_records):
+    record = real_records[0]
+    box = [float(v) for v in box_from_landmarks(record.landmarks)]
+    script = f"""
+import sys
+sys.modules["tensorflow"] = None
+sys.modules["keras"] = None
+import cv2, fld.runtime
+from fld.runtime import Landmarker
+image = cv2.cvtColor(cv2.imread({record.image_path!r}), cv2.COLOR_BGR2RGB)
+lm = Landmarker({tiny["int8"]!r})
+points = lm.predict(image, {box!r})
+found = lm.detect(image)
+assert points.shape == (5, 2), points.shape
+assert lm.model.runtime == "ai_edge_litert"
+bad = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras") and sys.modules[m]]
+assert not bad, bad
+print("ok", len(found))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("ok")
+
+
+# --- detector ------------------------------------------------------------------------------
+
+
+def test_fit_box_mapping_recovers_a_known_mapping():
+    from fld.runtime.detector import BoxMapping, fit_box_mapping
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 500, (200, 2))
+    wh = rng.uniform(40, 300, (200, 2))
+    detector_boxes = np.concatenate([xy, xy + wh], axis=1)
+    truth = BoxMapping(dx=0.03, dy=0.12, sx=0.86, sy=0.81)
+    landmark_boxes = truth.apply(detector_boxes)
+    mapping, residuals = fit_box_mapping(detector_boxes, landmark_boxes)
+    np.testing.assert_allclose(mapping.as_tuple(), truth.as_tuple(), atol=1e-4)
+    assert max(residuals.values()) < 1e-4
+    noisy = landmark_boxes + rng.normal(0, 2.0, landmark_boxes.shape)
+    mapping, residuals = fit_box_mapping(detector_boxes, noisy)
+    np.testing.assert_allclose(mapping.as_tuple(), truth.as_tuple(), atol=0.01)
+    assert 0 < max(residuals.values()) < 0.1
+
+
+def test_haar_detector_finds_a_real_face(real_records):
+    import cv2
+
+    from fld.runtime import FaceDetector
+    from fld.runtime.detector import box_iou
+
+    detector = FaceDetector("haar")
+    hits = 0
+    for record in real_records[:4]:
+        image = cv2.resize(read_rgb(record.image_path), None, fx=2, fy=2,
+                           interpolation=cv2.INTER_LINEAR)
+        truth = box_from_landmarks((record.landmarks + 0.5) * 2 - 0.5)
+        boxes = detector(image)
+        if len(boxes) and box_iou(boxes, truth).max() > 0.5:
+            hits += 1
+    assert hits >= 3, f"Haar + mapping found {hits} of 4 real faces"
+
+
+def test_callable_detector_and_detect(tiny, real_records):
+    from fld.runtime import Landmarker
+
+    record = real_records[0]
+    image = read_rgb(record.image_path)
+    truth = box_from_landmarks(record.landmarks)
+    landmarker = Landmarker(tiny["int8"], detector=lambda img: [truth, truth * 0.5])
+    found = landmarker.detect(image)
+    assert len(found) == 2
+    np.testing.assert_allclose(found[0][0], truth, atol=1e-3)  # largest first, identity map
+    np.testing.assert_allclose(found[0][1], landmarker.predict(image, truth), atol=1e-4)
+
+
+# --- smoothing ---------------------------------------------------------------------------------
+
+
+def test_one_euro_reduces_jitter_and_follows_a_step():
+    from fld.runtime import OneEuroFilter
+
+    rng = np.random.default_rng(0)
+    fps, n = 30.0, 90
+    noisy = 100.0 + rng.normal(0, 1.0, (n, 5, 2))
+    one_euro = OneEuroFilter(min_cutoff=1.0, beta=0.0)
+    out = np.stack([one_euro(x, i / fps) for i, x in enumerate(noisy)])
+    assert out[30:].std() < noisy[30:].std() / 3  # jitter at least 3x lower
+    assert abs(out[30:].mean() - 100.0) < 0.3
+    # A step of 50: with beta > 0 the filter follows within a few frames.
+    step = np.concatenate([np.zeros((30, 2)), np.full((30, 2), 50.0)])
+    for beta, frames in ((0.5, 5), (0.0, 30)):
+        one_euro = OneEuroFilter(min_cutoff=1.0, beta=beta)
+        out = np.stack([one_euro(x, i / fps) for i, x in enumerate(step)])
+        assert out[30 + frames - 1].min() > 45.0, (beta, out[30:40, 0])
+    slow = OneEuroFilter(min_cutoff=1.0, beta=0.0)
+    lagged = np.stack([slow(x, i / fps) for i, x in enumerate(step)])
+    assert lagged[34].max() < 45.0  # without the speed term the step lags
+
+
+def test_video_landmarker_keeps_the_box_when_the_detector_misses(tiny, real_records):
+    from fld.runtime import Landmarker, VideoLandmarker
+
+    record = real_records[0]
+    image = read_rgb(record.image_path)
+    truth = box_from_landmarks(record.landmarks)
+    calls = []
+
+    def flaky_detector(frame):
+        calls.append(1)
+        return [truth] if len(calls) == 1 else []
+
+    tracker = VideoLandmarker(Landmarker(tiny["int8"], detector=flaky_detector),
+                              detect_every=2, max_misses=2)
+    rng = np.random.default_rng(0)
+    results = []
+    for i in range(8):
+        frame = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+        results.append(tracker.track(frame, i / 30.0))
+    # Detection on frames 0, 2, 4, 6, 7: found once, then the previous box is kept for
+    # max_misses misses; at the third miss (frame 6) the face is forgotten.
+    assert all(r is not None and r.shape == (TINY_K, 2) for r in results[:6])
+    assert results[6] is None and results[7] is None
+    assert len(calls) == 5
+
+
+def test_video_landmarker_smooths_and_resets_on_a_jump():
+    from fld.runtime import VideoLandmarker
+
+    class FakeLandmarker:
+        """Returns a fixed face plus noise, moved by ``offset``."""
+
+        offset = 0.0
+        rng = np.random.default_rng(0)
+        base = np.array([[100, 100], [200, 100], [150, 150], [120, 200], [180, 200]], np.float32)
+
+        def detect_faces(self, image):
+            return np.array([[100, 100, 200, 200]], np.float32) + self.offset
+
+        def predict(self, image, box):
+            return self.base + self.offset + self.rng.normal(0, 1.0, self.base.shape)
+
+    fake = FakeLandmarker()
+    tracker = VideoLandmarker(fake, detect_every=5, min_cutoff=1.0, beta=0.0)
+    frame = np.zeros((8, 8, 3), np.uint8)
+    out = np.stack([tracker.track(frame, i / 30) for i in range(60)])
+    assert np.abs(out[30:] - fake.base).std() < 0.5  # jitter of 1 px reduced
+    fake.offset = 300.0  # the face jumps by 3 face sizes: no lag after the reset
+    jumped = tracker.track(frame, 60 / 30)
+    assert np.abs(jumped - (fake.base + 300.0)).max() < 5.0
+
+
+def test_haar_box_mapping_comes_from_metadata_then_scheme(tiny, tmp_path):
+    from fld.export_metadata import embed_metadata
+    from fld.runtime import HAAR_BOX_MAPPINGS, BoxMapping, Landmarker
+    from fld.runtime.metadata import make_model_info
+
+    with open(tiny["nometa"], "rb") as f:
+        plain = f.read()
+    path = tmp_path / "mapped.tflite"
+    path.write_bytes(embed_metadata(plain, make_model_info(TINY_SCHEME, TINY_SIZE,
+                                                           box_mapping=(0.0, 0.1, 0.9, 0.8))))
+    assert Landmarker(str(path)).detector.box_mapping == BoxMapping(0.0, 0.1, 0.9, 0.8)
+    with pytest.warns(UserWarning, match="no Haar box mapping measured for scheme 'tiny_5'"):
+        mapping = Landmarker(tiny["int8"]).detector.box_mapping
+    assert mapping == HAAR_BOX_MAPPINGS["300w_68"]
+
+
+@pytest.mark.slow
+def test_student_preset_exports_and_runs_in_the_runtime(real_records, tmp_path):
+    """The real (untrained) student, int8 at 256 px with 68 points, end to end."""
+    fld_models = pytest.importorskip("fld.models")
+    from fld.export import convert
+    from fld.export_metadata import embed_metadata
+    from fld.runtime import Landmarker
+    from fld.runtime.metadata import make_model_info
+
+    model = fld_models.LandmarkDetector(preset="mobilevitv2_050", image_size=256,
+                                        scheme="300w_68")
+    data = convert(model, "int8", real_crops(real_records[:8], size=256))
+    path = tmp_path / "student_int8.tflite"
+    path.write_bytes(embed_metadata(data, make_model_info("300w_68", 256)))
+    landmarker = Landmarker(str(path))
+    assert landmarker.model.output_shape == (1, 64, 64, 68)
+    record = real_records[0]
+    points = landmarker.predict(read_rgb(record.image_path), box_from_landmarks(record.landmarks))
+    assert points.shape == (68, 2) and np.all(np.isfinite(points))

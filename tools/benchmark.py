@@ -1,0 +1,116 @@
+"""Per-face latency of a ``.tflite`` landmark model on this CPU.
+
+    python tools/benchmark.py --model student_int8.tflite --threads 1 --runs 200
+    python tools/benchmark.py --model m.tflite --runtime tflite_runtime   # see below
+
+Prints median and p90 latency per face of the interpreter alone (``invoke`` on an
+already quantised input) and of the whole ``Landmarker.predict`` (crop + normalise +
+quantise + invoke + decode + map back), on a real face from ../shared/data/300w/train
+when present, else on a synthetic image. The last line is ``latency_ms: N``, the
+crop+invoke+decode median.
+
+The measurement runs in a child Python that imports only ``fld.runtime`` (no
+TensorFlow). ``--runtime tflite_runtime`` runs it in a separate virtual environment
+(``--venv``, default ``.venv-tflite``), e.g. created with
+
+    python3 -m venv .venv-tflite
+    .venv-tflite/bin/pip install "numpy<2" opencv-python-headless==4.* tflite-runtime==2.14.0
+
+(tflite-runtime 2.14 has wheels for Python <= 3.11); the repository is put on its
+PYTHONPATH by this tool.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA_300W = os.path.join(os.path.dirname(REPO), "shared", "data", "300w", "train")
+
+flags.DEFINE_string("model", None, "The .tflite model.")
+flags.DEFINE_integer("threads", 1, "Interpreter CPU threads.")
+flags.DEFINE_integer("runs", 200, "Timed runs (after 10 warm-up runs).")
+flags.DEFINE_enum("runtime", None, ["ai_edge_litert", "tflite_runtime", "tf"],
+                  "Interpreter to use (default: the first installed).")
+flags.DEFINE_string("venv", os.path.join(REPO, ".venv-tflite"),
+                    "Virtual environment with tflite-runtime, for --runtime tflite_runtime.")
+flags.mark_flag_as_required("model")
+FLAGS = flags.FLAGS
+
+# Runs in the child interpreter: imports fld.runtime, numpy and OpenCV only.
+_MEASURE_SCRIPT = """
+import json, sys
+import numpy as np
+import cv2
+from fld.runtime import Landmarker, time_landmarker
+args = json.loads(sys.argv[1])
+if args["image"]:
+    image = cv2.cvtColor(cv2.imread(args["image"]), cv2.COLOR_BGR2RGB)
+else:  # synthetic: smooth noise with a bright ellipse where the face box is
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), (9, 9), 3)
+    cv2.ellipse(image, (320, 240), (90, 120), 0, 0, 360, (200, 170, 150), -1)
+landmarker = Landmarker(args["model"], num_threads=args["threads"], runtime=args["runtime"])
+times = time_landmarker(landmarker, image, args["box"], runs=args["runs"])
+print(json.dumps({"runtime": landmarker.model.runtime,
+                  "input": str(landmarker.model.input_dtype), **times}))
+"""
+
+
+def benchmark_face():
+    """(image path or '', landmark box): the first real 300-W face, else synthetic."""
+    for pts in sorted(glob.glob(os.path.join(DATA_300W, "*", "*.pts")))[:1]:
+        image = os.path.splitext(pts)[0] + ".jpg"
+        if os.path.isfile(image):
+            from fld.crop import box_from_landmarks
+            from fld.data.readers import read_pts
+
+            return image, [float(v) for v in box_from_landmarks(read_pts(pts))]
+    return "", [230.0, 120.0, 410.0, 360.0]
+
+
+def python_for(runtime) -> str:
+    if runtime != "tflite_runtime":
+        return sys.executable
+    python = os.path.join(FLAGS.venv, "bin", "python")
+    if not os.path.isfile(python):
+        raise app.UsageError(f"no Python in {FLAGS.venv}: create the tflite-runtime venv "
+                             f"(see this tool's docstring) or pass --venv")
+    return python
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not os.path.isfile(FLAGS.model):
+        raise app.UsageError(f"model file not found: {FLAGS.model}")
+    image, box = benchmark_face()
+    args = {"model": os.path.abspath(FLAGS.model), "threads": FLAGS.threads,
+            "runs": FLAGS.runs, "runtime": FLAGS.runtime, "image": image, "box": box}
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([python_for(FLAGS.runtime), "-c", _MEASURE_SCRIPT, json.dumps(args)],
+                            capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        print(result.stderr[-4000:], file=sys.stderr)
+        return 1
+    times = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"model: {FLAGS.model} ({times['input']} input), runtime: {times['runtime']}, "
+          f"threads: {FLAGS.threads}, runs: {FLAGS.runs}, face: {image or 'synthetic'}")
+    for name, key in (("interpreter invoke", "invoke_ms"),
+                      ("crop+invoke+decode", "total_ms")):
+        values = np.asarray(times[key])
+        print(f"{name:>20}: median {np.median(values):.3f} ms, "
+              f"p90 {np.percentile(values, 90):.3f} ms")
+    print(f"latency_ms: {np.median(times['total_ms']):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,306 @@
+"""Landmarks for images, folders of images, videos or a webcam, with a ``.tflite`` model.
+
+    python tools/predict.py --model student_int8.tflite --input photos/ \\
+        --output_dir out/ --save_pts --save_overlay
+    python tools/predict.py --model m.tflite --input photos/ --boxes boxes.csv --save_pts ...
+    python tools/predict.py --model m.tflite --input clip.mp4 --smooth --save_overlay ...
+    python tools/predict.py --model m.tflite --input 0 --max_frames 300 ...   # webcam 0
+
+Faces come from the face detector (OpenCV Haar cascade by default, ``--detector`` takes a
+YuNet ``.onnx`` path) or, with ``--boxes``, from a CSV ``image,x0,y0,x1,y1`` (one face
+per row, a header row allowed, the image named relative to the input folder (or its file
+name for a single image), 0-based pixel coordinates of the tight landmark box).
+
+Outputs (in ``--output_dir``, keeping each input's path relative to the input folder):
+- ``--save_pts``: ``NAME.pts`` in iBUG format (1-based) for the first face (the largest
+  detected, or the first CSV row), ``NAME_1.pts``, ``NAME_2.pts`` ... for further faces.
+  Videos: ``NAME/frame_000123.pts`` (and ``frame_000123_1.pts`` ...).
+- ``--save_overlay``: the image with the points drawn (and the face box), ``NAME.jpg``
+  for JPEG inputs, ``NAME.png`` otherwise; videos: ``NAME.mp4``.
+
+A file that cannot be decoded inside a folder is reported on stderr and skipped; the
+last line is a summary ``images: N, faces: F, skipped: S``. A missing input, an empty
+folder, a single input that is not an image / video, or an unusable model is an error
+(exit status 1). TensorFlow is not imported (``fld.runtime`` only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+from fld.crop import box_from_landmarks
+from fld.data.readers import IMAGE_EXTENSIONS, write_pts
+from fld.fileio import atomic_path
+from fld.runtime import Landmarker, MetadataError, ModelError, VideoLandmarker
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+
+flags.DEFINE_string("model", None, "The .tflite model (default: the bundled model).")
+flags.DEFINE_string("input", None, "An image, a folder of images, a video or a webcam index.")
+flags.DEFINE_string("boxes", None, "CSV image,x0,y0,x1,y1 of landmark boxes (no detection).")
+flags.DEFINE_string("output_dir", None, "Where .pts files and overlays go.")
+flags.DEFINE_bool("save_pts", False, "Write iBUG .pts files.")
+flags.DEFINE_bool("save_overlay", False, "Write images (videos) with the landmarks drawn.")
+flags.DEFINE_bool("smooth", False, "Videos / webcam: track one face (the largest) with a "
+                  "1-Euro filter (ignored for images).")
+flags.DEFINE_string("detector", "haar", "'haar' or a YuNet .onnx path.")
+flags.DEFINE_integer("threads", 1, "Interpreter CPU threads.")
+flags.DEFINE_string("runtime", None, "Force ai_edge_litert, tflite_runtime or tf.")
+flags.DEFINE_integer("detect_every", 10, "Videos with --smooth: detect every N frames.")
+flags.DEFINE_integer("max_frames", 0, "Videos / webcam: stop after N frames (0: all).")
+flags.mark_flag_as_required("input")
+FLAGS = flags.FLAGS
+
+
+class InputError(Exception):
+    """A problem with the command line's inputs: reported, exit status 1."""
+
+
+def read_image(path: str) -> np.ndarray:
+    """RGB uint8 image, or ValueError naming the file."""
+    import cv2
+
+    data = np.fromfile(path, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ValueError(f"{path}: not a readable image (corrupt or unsupported format)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_images(folder: str) -> list[str]:
+    """Image paths under ``folder`` relative to it, sorted."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found += [os.path.relpath(os.path.join(root, f), folder) for f in files if is_image(f)]
+    return sorted(found)
+
+
+def read_boxes(path: str) -> dict[str, list[np.ndarray]]:
+    """CSV ``image,x0,y0,x1,y1`` -> {image (normalised relative path): [boxes]}."""
+    if not os.path.isfile(path):
+        raise InputError(f"boxes file not found: {path}")
+    boxes: dict[str, list[np.ndarray]] = {}
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        for n, row in enumerate(csv.reader(f), start=1):
+            if not any(cell.strip() for cell in row):
+                continue
+            try:
+                values = [float(v) for v in row[1:]]
+            except ValueError:
+                if n == 1:
+                    continue  # header row
+                raise InputError(f"{path}:{n}: box coordinates must be numbers: {row}") from None
+            if len(values) != 4 or not np.all(np.isfinite(values)) or \
+                    values[2] <= values[0] or values[3] <= values[1]:
+                raise InputError(f"{path}:{n}: expected image,x0,y0,x1,y1 with x1 > x0 and "
+                                 f"y1 > y0, got {row}")
+            boxes.setdefault(os.path.normpath(row[0].strip()), []).append(
+                np.asarray(values, np.float32))
+    if not boxes:
+        raise InputError(f"{path}: no boxes in this CSV")
+    return boxes
+
+
+def draw_overlay(image_rgb: np.ndarray, faces) -> np.ndarray:
+    """BGR copy of the image with each face's box and points (anti-aliased) drawn."""
+    import cv2
+
+    canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+    shift = 4  # sub-pixel drawing: coordinates in 1/16 px
+    for box, points in faces:
+        size = float(max(box[2] - box[0], box[3] - box[1]))
+        radius = max(1.0, size / 80.0)
+        x0, y0, x1, y1 = (int(round(v * 16)) for v in box)
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), (255, 160, 0), 1, cv2.LINE_AA, shift)
+        for x, y in points:
+            # cv2 draws at integer pixel centres; 0-based centres match directly.
+            centre = (int(round(x * 16)), int(round(y * 16)))
+            cv2.circle(canvas, centre, int(round(radius * 16)), (0, 255, 0), -1, cv2.LINE_AA,
+                       shift)
+    return canvas
+
+
+def write_image(path: str, image_bgr: np.ndarray) -> None:
+    import cv2
+
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(tmp, image_bgr):
+            raise OSError(f"cannot write {path}")
+
+
+class Outputs:
+    """Writes .pts files and overlays under the output folder."""
+
+    def __init__(self, output_dir, save_pts, save_overlay):
+        self.output_dir, self.save_pts, self.save_overlay = output_dir, save_pts, save_overlay
+
+    def pts_paths(self, stem: str, count: int) -> list[str]:
+        base = os.path.join(self.output_dir, stem)
+        return [f"{base}.pts" if i == 0 else f"{base}_{i}.pts" for i in range(count)]
+
+    def write_faces(self, stem: str, faces) -> None:
+        if self.save_pts:
+            for path, (_, points) in zip(self.pts_paths(stem, len(faces)), faces):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                write_pts(path, points)
+
+    def overlay_path(self, relative: str) -> str:
+        stem, ext = os.path.splitext(relative)
+        return os.path.join(self.output_dir,
+                            stem + (".jpg" if ext.lower() in (".jpg", ".jpeg") else ".png"))
+
+
+def make_landmarker() -> Landmarker:
+    try:
+        return Landmarker(FLAGS.model, num_threads=FLAGS.threads, runtime=FLAGS.runtime,
+                          detector=FLAGS.detector)
+    except (FileNotFoundError, MetadataError, ModelError, ImportError) as e:
+        raise InputError(str(e)) from None
+
+
+def run_images(landmarker, root, relatives, boxes, outputs, progress) -> tuple[int, int, int]:
+    """Processes images; returns (images, faces, skipped)."""
+    from tqdm import tqdm
+
+    images = faces_total = skipped = 0
+    bar = tqdm(relatives, desc="predict", unit="img", file=sys.stderr, disable=not progress)
+    for relative in bar:
+        path = relative if root is None else os.path.join(root, relative)
+        name = os.path.basename(relative) if root is None else relative
+        try:
+            image = read_image(path)
+            if boxes is not None:
+                faces = [(b, landmarker.predict(image, b))
+                         for b in boxes.get(os.path.normpath(name), [])]
+            else:
+                faces = landmarker.detect(image)
+        except ValueError as e:
+            tqdm.write(f"skipped {path}: {e}", file=sys.stderr)
+            skipped += 1
+            continue
+        images += 1
+        faces_total += len(faces)
+        stem = os.path.splitext(name)[0]
+        outputs.write_faces(stem, faces)
+        if outputs.save_overlay:
+            target = outputs.overlay_path(name)
+            if os.path.abspath(target) == os.path.abspath(path):
+                raise InputError(f"overlay {target} would overwrite its input image: choose "
+                                 f"another --output_dir")
+            write_image(target, draw_overlay(image, faces))
+    return images, faces_total, skipped
+
+
+def run_video(landmarker, source, stem, outputs) -> tuple[int, int, int]:
+    """Processes a video file or webcam index; returns (frames, faces, skipped).
+
+    Ctrl-C ends a webcam / video run early and keeps what was written.
+    """
+    import cv2
+
+    capture = cv2.VideoCapture(source)
+    if not capture.isOpened():
+        raise InputError(f"cannot open video {source!r}")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    tracker = VideoLandmarker(landmarker, detect_every=FLAGS.detect_every) if FLAGS.smooth else None
+    writer, frames, faces_total = None, 0, 0
+    with contextlib.ExitStack() as stack:  # closes in reverse: writer, then the rename
+        stack.callback(capture.release)
+        try:
+            while not FLAGS.max_frames or frames < FLAGS.max_frames:
+                ok, frame_bgr = capture.read()
+                if not ok:
+                    break
+                frame = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+                if tracker is not None:
+                    points = tracker.track(frame, frames / fps)
+                    faces = [] if points is None else [(box_from_landmarks(points), points)]
+                else:
+                    faces = landmarker.detect(frame)
+                faces_total += len(faces)
+                outputs.write_faces(os.path.join(stem, f"frame_{frames:06d}"), faces)
+                if outputs.save_overlay:
+                    if writer is None:
+                        tmp = stack.enter_context(
+                            atomic_path(os.path.join(outputs.output_dir, stem + ".mp4")))
+                        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                                 (frame.shape[1], frame.shape[0]))
+                        stack.callback(writer.release)
+                    writer.write(draw_overlay(frame, faces))
+                frames += 1
+        except KeyboardInterrupt:
+            print(f"interrupted after {frames} frames", file=sys.stderr)
+    if frames == 0:
+        raise InputError(f"no frames could be read from {source!r}")
+    return frames, faces_total, 0
+
+
+def predict(argv_input: str) -> int:
+    """Runs the whole command; returns the exit status."""
+    saving = FLAGS.save_pts or FLAGS.save_overlay
+    if saving and not FLAGS.output_dir:
+        raise InputError("--save_pts / --save_overlay need --output_dir")
+    outputs = Outputs(FLAGS.output_dir, FLAGS.save_pts, FLAGS.save_overlay)
+    boxes = read_boxes(FLAGS.boxes) if FLAGS.boxes else None
+
+    if argv_input.isdigit():
+        kind = "webcam"
+    elif not os.path.exists(argv_input):
+        raise InputError(f"input not found: {argv_input}")
+    elif os.path.isdir(argv_input):
+        kind = "folder"
+        relatives = list_images(argv_input)
+        if not relatives:
+            raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {argv_input}")
+    elif argv_input.lower().endswith(VIDEO_EXTENSIONS):
+        kind = "video"
+    else:
+        kind = "image"
+        try:
+            read_image(argv_input)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+    if boxes is not None and kind in ("video", "webcam"):
+        raise InputError("--boxes works with images and folders, not videos")
+
+    landmarker = make_landmarker()
+    if kind == "folder":
+        counts = run_images(landmarker, argv_input, relatives, boxes, outputs, progress=True)
+        what = "images"
+    elif kind == "image":
+        counts = run_images(landmarker, None, [argv_input], boxes, outputs, progress=False)
+        what = "images"
+    else:
+        source = int(argv_input) if kind == "webcam" else argv_input
+        stem = f"webcam{argv_input}" if kind == "webcam" else \
+            os.path.splitext(os.path.basename(argv_input))[0]
+        counts = run_video(landmarker, source, stem, outputs)
+        what = "frames"
+    done, faces, skipped = counts
+    print(f"{what}: {done}, faces: {faces}, skipped: {skipped}")
+    return 1 if done == 0 else 0
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        return predict(FLAGS.input)
+    except InputError as e:
+        print(f"predict.py: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    app.run(main)
