@@ -77,10 +77,24 @@ class Landmarker:
                 raise FileNotFoundError(
                     f"the bundled default model {model_path} does not exist yet (no trained "
                     f"model has been shipped): pass model_path= a .tflite exported by fld")
-        self.model = TFLiteModel(model_path, num_threads=num_threads, runtime=runtime)
-        self.info: ModelInfo = read_model_info(self.model.model_bytes, source=str(model_path))
-        self.model.check_shapes(self.info.image_size, self.info.heatmap_size,
-                                self.info.num_points)
+        model = TFLiteModel(model_path, num_threads=num_threads, runtime=runtime)
+        info = read_model_info(model.model_bytes, source=str(model_path))
+        model.check_shapes(info.image_size, info.heatmap_size, info.num_points)
+        self._setup(model, info, detector, box_mapping)
+
+    @classmethod
+    def from_engine(cls, engine, info: ModelInfo, detector=None,
+                    box_mapping: Optional[BoxMapping] = None) -> "Landmarker":
+        """A Landmarker around any engine with ``run(images (B,S,S,3) float) ->
+        heatmaps (B,H,W,K) float``, e.g. a Keras model (``fld.keras_engine``), so that
+        float and int8 models share the crop, decode and detection code."""
+        landmarker = cls.__new__(cls)
+        landmarker._setup(engine, info, detector, box_mapping)
+        return landmarker
+
+    def _setup(self, model, info: ModelInfo, detector, box_mapping) -> None:
+        self.model = model
+        self.info: ModelInfo = info
         self.scheme = self.info.scheme
         self._detector_spec = detector
         self._detector: Optional[FaceDetector] = None

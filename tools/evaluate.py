@@ -1,0 +1,89 @@
+"""Evaluates landmark models on an annotated folder: tables, CED curves, worst faces.
+
+    python tools/evaluate.py --model work/student/best.keras --model student_int8.tflite \
+        --data_dir ../shared/data/300w/train --scheme 300w_68 --boxes gt --report_dir report
+
+Keras checkpoints (.keras, or .weights.h5 with --preset/--image_size) and .tflite files
+run through the same runtime code (crop rule, decode), so float vs int8 differences are
+the models' own. ``--boxes gt`` crops from the ground-truth landmark box (the 300-W
+protocol); ``--boxes detector`` runs the face detector and also reports detection rate.
+Prints one table per model (per sub-folder and overall, NME in percent); the last line is
+``nme_io: N``: the overall mean inter-ocular NME (percent) of the first --model.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+from fld import evaluation
+from fld.data.readers import read_annotations
+from fld.schemes import get_scheme
+
+flags.DEFINE_multi_string("model", None, "Model file(s): .tflite, .keras or .weights.h5.")
+flags.DEFINE_string("data_dir", None, "Annotated faces: .pts folder, .csv or WFLW .txt.")
+flags.DEFINE_string("scheme", "300w_68", "Landmark scheme of the annotations and models.")
+flags.DEFINE_enum("boxes", "gt", evaluation.BOX_SOURCES, "Where face boxes come from.")
+flags.DEFINE_string("report_dir", None, "Write CED plot, per-face CSV, worst faces, summary.")
+flags.DEFINE_integer("every", 1, "Evaluate every N-th face (sorted by path), e.g. 10 for "
+                     "the validation split of tools/train.py (with --offset).")
+flags.DEFINE_integer("offset", 0, "Which face of each group of --every.")
+flags.DEFINE_integer("limit", 0, "Evaluate at most this many faces (0 = all).")
+flags.DEFINE_integer("num_threads", 1, "Interpreter threads for .tflite models.")
+flags.DEFINE_string("preset", None, "Preset of a .weights.h5 model.")
+flags.DEFINE_integer("image_size", None, "Input size of a .weights.h5 model.")
+flags.DEFINE_string("compare_dlib", None, "dlib 68-point shape predictor .dat file to add as "
+                    "a side-by-side row (needs the optional dlib package).")
+flags.mark_flags_as_required(["model", "data_dir"])
+FLAGS = flags.FLAGS
+
+
+def load_predictor(path: str):
+    """A runtime ``Landmarker`` for a .tflite file or a Keras model file."""
+    if path.endswith(".tflite"):
+        from fld.runtime.landmarker import Landmarker
+
+        return Landmarker(path, num_threads=FLAGS.num_threads)
+    from fld.keras_engine import keras_landmarker
+
+    return keras_landmarker(path, FLAGS.preset, FLAGS.image_size, FLAGS.scheme)
+
+
+def main(_):
+    scheme = get_scheme(FLAGS.scheme)
+    records = sorted(read_annotations(FLAGS.data_dir, scheme=scheme),
+                     key=lambda r: r.image_path)
+    records = records[FLAGS.offset::max(1, FLAGS.every)]
+    if FLAGS.limit:
+        records = records[: FLAGS.limit]
+    predictors = {os.path.basename(p): load_predictor(p) for p in FLAGS.model}
+    for name, predictor in predictors.items():
+        if predictor.scheme.num_points != scheme.num_points:
+            sys.exit(f"evaluate.py: error: {name} predicts {predictor.scheme.num_points} "
+                     f"points, scheme {scheme.name} has {scheme.num_points}")
+    if FLAGS.compare_dlib:
+        from fld.dlib_baseline import DlibPredictor, dlib_missing_reason
+
+        reason = dlib_missing_reason()
+        if reason:
+            print(f"--compare_dlib skipped: {reason}")
+        else:
+            predictors["dlib"] = DlibPredictor(FLAGS.compare_dlib)
+    results = {}
+    for name, predictor in predictors.items():
+        results[name] = evaluation.evaluate(records, predictor, scheme, FLAGS.boxes)
+        rows = evaluation.summary_rows(results[name])
+        print(f"\n{name}  ({len(records)} faces, {scheme.name}, boxes: {FLAGS.boxes})")
+        print(evaluation.format_table(rows))
+        if FLAGS.boxes == "detector":
+            overall = rows[-1]
+            print(f"detection rate: {100 * overall['detected'] / overall['faces']:.1f}%")
+    if FLAGS.report_dir:
+        paths = evaluation.write_report(results, FLAGS.report_dir)
+        print("\nreport: " + ", ".join(sorted(paths.values())))
+    first = evaluation.summary_rows(results[next(iter(results))])[-1]
+    print(f"nme_io: {first.get('nme_io_mean', float('nan')):.4f}")
+
+
+if __name__ == "__main__":
+    app.run(main)
