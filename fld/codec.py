@@ -184,10 +184,7 @@ def decode_numpy(heatmaps: np.ndarray, method: str = "local_soft_argmax",
         py, px = np.divmod(flat, w)
         out = np.stack([px, py], axis=-1).astype(np.float32)
         if method == "local_soft_argmax":
-            ys, xs = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
-            window = ((np.abs(xs - px[:, None, None]) <= radius)
-                      & (np.abs(ys - py[:, None, None]) <= radius))
-            out = _expectation(np.where(window, np.maximum(hm, 0.0), 0.0), fallback=out)
+            out = _window_expectation(hm, px, py, radius, fallback=out)
         elif method == "parabola":
             out = out + _parabola_offsets(hm, px, py)
     return out.reshape(lead + (k, 2))
@@ -204,6 +201,27 @@ def _expectation(weights: np.ndarray, fallback=None) -> np.ndarray:
     if fallback is None:
         fallback = np.full_like(out, [(w - 1) / 2, (h - 1) / 2])
     return np.where((total > 1e-12)[:, None], out, fallback)
+
+
+def _window_expectation(hm: np.ndarray, px, py, radius: int, fallback) -> np.ndarray:
+    """Weighted mean (x, y) of the non-negative values within ``radius`` cells of the peak.
+
+    Gathers only the (2r+1)^2 window of each map (cells outside the map count as 0).
+    """
+    n, h, w = hm.shape
+    offsets = np.arange(-radius, radius + 1)
+    xs = px[:, None] + offsets  # (N, 2r+1)
+    ys = py[:, None] + offsets
+    inside = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
+    values = hm[np.arange(n)[:, None, None], np.clip(ys, 0, h - 1)[:, :, None],
+                np.clip(xs, 0, w - 1)[:, None, :]]
+    weights = np.where(inside, np.maximum(values, 0.0), 0.0)  # (N, 2r+1, 2r+1)
+    total = weights.sum(axis=(1, 2))
+    x = (weights.sum(axis=1) * xs).sum(axis=1)
+    y = (weights.sum(axis=2) * ys).sum(axis=1)
+    safe = np.maximum(total, 1e-12)
+    mean = np.stack([x / safe, y / safe], axis=-1).astype(np.float32)
+    return np.where((total > 1e-12)[:, None], mean, fallback)
 
 
 def _parabola_offsets(hm: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
