@@ -105,3 +105,14 @@ def crop_face(image: np.ndarray, box, size: int, scale: float = DEFAULT_CROP_SCA
     ``transform_points(invert_affine(matrix), points)``."""
     matrix = crop_matrix(box, size, scale)
     return crop_image(image, matrix, size), matrix
+
+
+def normalize_image(images):
+    """Pixels in [0, 255] -> the models' input range [-1, 1] (numpy arrays or tensors).
+
+    The one input normalisation of training, evaluation and runtime; the .tflite
+    metadata names it ``x/127.5-1``.
+    """
+    if isinstance(images, np.ndarray):
+        images = images.astype(np.float32)
+    return images / 127.5 - 1.0

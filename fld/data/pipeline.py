@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from fld import crop
+from fld.crop import normalize_image
 from fld.codec import HeatmapCodec
 from fld.data import augment
 from fld.data.augment import AugmentConfig
@@ -34,11 +35,6 @@ log = logging.getLogger(__name__)
 
 class ImageError(ValueError):
     """An image that cannot be read or decoded."""
-
-
-def normalize_image(images):
-    """uint8-range pixels -> [-1, 1], the models' input range (numpy or tensors)."""
-    return images / 127.5 - 1.0
 
 
 def read_image_rgb(path: str) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from fld.codec import decode_numpy
-from fld.crop import crop_image, crop_matrix, invert_affine, transform_points
+from fld.crop import crop_image, crop_matrix, invert_affine, normalize_image, transform_points
 from fld.runtime.detector import HAAR_BOX_MAPPINGS, BoxMapping, FaceDetector
 from fld.runtime.interpreter import TFLiteModel
 from fld.runtime.metadata import ModelInfo, read_model_info
@@ -43,11 +43,6 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
     return image[..., :3]
-
-
-def normalize_image(image: np.ndarray) -> np.ndarray:
-    """uint8-range pixels -> [-1, 1] (``fld.data.pipeline.normalize_image``'s rule)."""
-    return image.astype(np.float32) / 127.5 - 1.0
 
 
 class Landmarker:
