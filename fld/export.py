@@ -9,13 +9,16 @@ tuple of names.
 int8: full-integer quantisation with ``TFLITE_BUILTINS_INT8`` only (no SELECT_TF_OPS,
 no float fallback); input and output tensors are int8 or uint8 (``input_type``), their
 scale / zero point are in the interpreter's tensor details.
+
+``export_landmarker`` is the whole export of a ``LandmarkDetector``: convert, audit,
+embed the runtime's ``fld`` metadata, write the ``.tflite`` atomically.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -200,3 +203,91 @@ def audit(tflite_bytes: bytes, int8: bool = True, raise_on_error: bool = True) -
     if problems and raise_on_error:
         raise AuditError("TFLite audit failed:\n  " + "\n  ".join(problems) + f"\n({report})")
     return report
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What ``export_landmarker`` wrote.
+
+    Attributes:
+        path: the ``.tflite`` file.
+        tflite_bytes: its content (with metadata).
+        report: the audit's ``AuditReport``.
+        info: the ``fld.runtime.metadata.ModelInfo`` embedded.
+    """
+
+    path: str
+    tflite_bytes: bytes
+    report: AuditReport
+    info: object
+
+
+def landmarker_info(model, quantize: str, crop_scale: Optional[float] = None,
+                    decode_method: str = "local_soft_argmax", decode_radius: int = 2):
+    """The runtime metadata (``ModelInfo``) of a ``LandmarkDetector`` exported as ``quantize``.
+
+    Input size and stride come from the model's input and ``fused`` output shapes; the
+    Haar box mapping is the one measured for the model's scheme
+    (``fld.runtime.detector.HAAR_BOX_MAPPINGS``), if any.
+    """
+    from fld.crop import DEFAULT_CROP_SCALE
+    from fld.runtime.detector import HAAR_BOX_MAPPINGS
+    from fld.runtime.metadata import make_model_info
+
+    image_size = int(model.inputs[0].shape[1])
+    output = model.output["fused"] if isinstance(model.output, dict) else model.output
+    heatmap_size = int(output.shape[1])
+    if not heatmap_size or image_size % heatmap_size:
+        raise ValueError(f"export: input size {image_size} is not a multiple of the heatmap "
+                         f"size {heatmap_size}")
+    mapping = HAAR_BOX_MAPPINGS.get(model.scheme.name)
+    return make_model_info(
+        model.scheme, image_size=image_size, stride=image_size // heatmap_size,
+        quantization=quantize,
+        crop_scale=DEFAULT_CROP_SCALE if crop_scale is None else float(crop_scale),
+        decode_method=decode_method, decode_radius=decode_radius,
+        box_mapping=None if mapping is None else mapping.as_tuple())
+
+
+def export_landmarker(
+    model,
+    path: str,
+    quantize: str = "int8",
+    calibration_images: Iterable[np.ndarray] | None = None,
+    input_type: str = "int8",
+    crop_scale: Optional[float] = None,
+    decode_method: str = "local_soft_argmax",
+    decode_radius: int = 2,
+    verify: Optional[Callable[[str], None]] = None,
+) -> ExportResult:
+    """Converts a ``LandmarkDetector`` (``fused`` output), audits it, embeds the ``fld``
+    metadata and writes ``path`` atomically.
+
+    Args:
+        model: a ``fld.models.LandmarkDetector`` (has ``scheme`` and a dict output).
+        path: the ``.tflite`` to write.
+        quantize: one of ``QUANTIZE_MODES``.
+        calibration_images: int8 only: (1, S, S, 3) float32 crops in [-1, 1] made with
+            the crop rule (``fld.calibration.face_crops``).
+        input_type: int8 models' input / output type, ``"int8"`` or ``"uint8"``.
+        crop_scale, decode_method, decode_radius: stored in the metadata for the runtime.
+        verify: optional check run on the finished file (at a temporary path) before it
+            replaces ``path``; an exception from it leaves ``path`` untouched.
+    Returns:
+        ``ExportResult``. Raises ``AuditError`` (nothing written) when the model breaks
+        a deployment rule: int8 models are audited with the no-float32 rule.
+    """
+    from fld.export_metadata import embed_metadata
+    from fld.fileio import atomic_path
+
+    info = landmarker_info(model, quantize, crop_scale, decode_method, decode_radius)
+    tflite = convert(model, quantize, representative_images=calibration_images,
+                     input_type=input_type, outputs="fused")
+    report = audit(tflite, int8=(quantize == "int8"))
+    tflite = embed_metadata(tflite, info)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(tflite)
+        if verify is not None:
+            verify(tmp)
+    return ExportResult(str(path), tflite, report, info)

@@ -21,3 +21,7 @@ def real_records(data_300w):
     from fld.data.readers import read_pts_dir
 
     return read_pts_dir(os.path.join(data_300w, "afw"))[:24]
+
+# tests/runtime_only runs in the TensorFlow-free environment of
+# .ci/tflite_runtime_check.sh, which sets FLD_TFLITE_CHECK_DIR; elsewhere it is not collected.
+collect_ignore = [] if os.environ.get("FLD_TFLITE_CHECK_DIR") else ["runtime_only"]

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# CI: the TensorFlow-free runtime path, in its own environment.
+#
+# 1. In the main venv (.venv: TensorFlow, Keras, ai-edge-litert): build a tiny random-weight
+#    student, convert it to int8 with tools/convert.py (calibrated on real faces) and store
+#    the landmarks ai-edge-litert gives (tests/runtime_only/make_expected.py -> build/ci-tflite/).
+# 2. Create (or reuse) .venv-tflite with only numpy<2, opencv-python-headless<5,
+#    tflite-runtime==2.14.0 (+ pytest, absl-py, tqdm for the tests and tools/predict.py);
+#    no TensorFlow, no Keras.
+# 3. There, with PYTHONPATH=the repo: (a) pytest tests/runtime_only (TF absent, the int8
+#    model's predictions vs the stored ones); (b) tools/predict.py --save_pts on a real
+#    image, checking the .pts file is written and matches ai-edge-litert's landmarks.
+# Usage: .ci/tflite_runtime_check.sh   (after .ci/run has built .venv; FLD_DATA overrides
+# the face folder, default ../shared/data/300w/train/afw).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO="$(pwd)"
+MAIN_PY="$REPO/.venv/bin/python"
+VENV="$REPO/.venv-tflite"
+OUT="$REPO/build/ci-tflite"
+DATA="${FLD_DATA:-$REPO/../shared/data/300w/train/afw}"
+PACKAGES=("numpy<2" "opencv-python-headless<5" "tflite-runtime==2.14.0" "pytest>=8" absl-py tqdm)
+start=$SECONDS
+
+[ -x "$MAIN_PY" ] || { echo "tflite_runtime_check: $MAIN_PY missing (run .ci/run first)" >&2; exit 1; }
+[ -d "$DATA" ] || { echo "tflite_runtime_check: face folder $DATA not found" >&2; exit 1; }
+
+# --- 1. artefacts from the main environment ------------------------------------------
+rm -rf "$OUT"
+"$MAIN_PY" tests/runtime_only/make_expected.py "$OUT" "$DATA"
+step1=$SECONDS
+
+# --- 2. the TensorFlow-free environment (reused when complete) --------------------------
+if ! "$VENV/bin/python" -c "import tflite_runtime, cv2, numpy, pytest, absl, tqdm" 2>/dev/null; then
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q "${PACKAGES[@]}"
+fi
+"$VENV/bin/python" - <<'PY'
+import importlib.util, sys
+for name in ("tensorflow", "keras", "ai_edge_litert"):
+    if importlib.util.find_spec(name) is not None:
+        sys.exit(f".venv-tflite must not contain {name}")
+PY
+step2=$SECONDS
+
+# --- 3. runtime-only tests and tools/predict.py, TensorFlow absent ---------------------
+export PYTHONPATH="$REPO"
+FLD_TFLITE_CHECK_DIR="$OUT" "$VENV/bin/python" -m pytest -q tests/runtime_only
+image="$(head -n 1 "$OUT/predict_image.txt")"
+rm -rf "$OUT/predict"
+"$VENV/bin/python" tools/predict.py --model "$OUT/student_int8.tflite" --input "$image" \
+    --output_dir "$OUT/predict" --save_pts
+pts="$OUT/predict/$(basename "${image%.*}").pts"
+[ -s "$pts" ] || { echo "tflite_runtime_check: tools/predict.py wrote no $pts" >&2; exit 1; }
+"$VENV/bin/python" - "$pts" "$OUT/predict_expected.npy" <<'PY'
+import sys
+import numpy as np
+from fld.data.readers import read_pts
+got, want = read_pts(sys.argv[1]), np.load(sys.argv[2])
+assert got.shape == want.shape, (got.shape, want.shape)
+close = float((np.linalg.norm(got - want, axis=-1) <= 2.0).mean())
+# same detector box, two int8 runtimes (see tests/runtime_only): most points agree
+assert close >= 0.6, f"{sys.argv[1]}: only {close:.0%} of points within 2 px of ai-edge-litert's"
+print(f"tools/predict.py: {sys.argv[1]} written, {close:.0%} of points within 2 px of ai-edge-litert's")
+PY
+echo "tflite_runtime_check passed: artefacts $((step1 - start)) s, venv $((step2 - step1)) s," \
+     "runtime checks $((SECONDS - step2)) s"

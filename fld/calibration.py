@@ -1,0 +1,118 @@
+"""Real face crops for int8 calibration and for checking a converted model.
+
+The faces come from any annotated folder (or file) that ``fld.data.readers.read_annotations``
+reads; each is cropped with THE crop rule (``fld.crop.crop_face`` on the annotation's box,
+else the tight landmark box, as ``fld.data.pipeline.CropCache`` does for training) and
+normalised as training normalises (``x / 127.5 - 1``), so the converter calibrates on
+exactly the inputs the model was trained on.
+
+The faces are chosen deterministically and spread over the whole folder (records are
+sorted by path, so every subset is represented), and the faces held out to check the
+converted model are never among the calibration faces.
+
+    records = read_calibration_records("../shared/data/300w/train", scheme)
+    calibration, held_out = split_records(records, 300, 50)
+    crops = face_crops(calibration, image_size=256)   # [(1, 256, 256, 3) float32]
+
+Numpy and OpenCV only (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from fld.crop import DEFAULT_CROP_SCALE, box_from_landmarks, crop_face
+from fld.data.readers import read_annotations
+from fld.data.records import Record
+from fld.runtime.landmarker import normalize_image  # the training rule, x / 127.5 - 1
+
+
+class CalibrationError(ValueError):
+    """No usable calibration faces (missing or empty folder, unreadable images)."""
+
+
+def read_calibration_records(path: str, scheme=None) -> list[Record]:
+    """The annotated faces under ``path`` (adapted to ``scheme``), sorted by path.
+
+    Raises CalibrationError naming ``path`` when it does not exist or holds no faces.
+    """
+    if not os.path.exists(path):
+        raise CalibrationError(f"calibration folder not found: {path}")
+    try:
+        records = read_annotations(path, scheme=scheme)
+    except (ValueError, FileNotFoundError) as e:  # AnnotationError is a ValueError
+        raise CalibrationError(f"calibration data {path}: {e}") from None
+    if not records:
+        raise CalibrationError(f"calibration data {path}: no annotated faces")
+    return records
+
+
+def spread_indices(total: int, count: int) -> np.ndarray:
+    """``count`` distinct indices spread evenly over ``range(total)`` (deterministic)."""
+    count = max(0, min(int(count), int(total)))
+    return np.floor((np.arange(count) + 0.5) * total / max(count, 1)).astype(int)
+
+
+def split_records(records: Sequence[Record], num_calibration: int,
+                  num_held_out: int) -> tuple[list[Record], list[Record]]:
+    """Disjoint (calibration, held-out) faces, both spread over ``records``.
+
+    With fewer records than asked for, the held-out set shrinks to a fifth of them
+    (at least one face when there are two or more) and calibration gets the rest.
+    """
+    n = len(records)
+    if num_calibration < 1:
+        raise ValueError(f"num_calibration must be >= 1, got {num_calibration}")
+    held = max(0, int(num_held_out))
+    if n < num_calibration + held:
+        held = min(held, max(1, n // 5) if n >= 2 else 0)
+    chosen = spread_indices(n, min(n, num_calibration + held))
+    held_positions = set(spread_indices(len(chosen), held).tolist())
+    calibration = [records[i] for p, i in enumerate(chosen) if p not in held_positions]
+    held_out = [records[i] for p, i in enumerate(chosen) if p in held_positions]
+    return calibration, held_out
+
+
+def face_box(record: Record) -> np.ndarray:
+    """The box the crop rule frames: the annotation's box, else the tight landmark box."""
+    return record.box if record.box is not None else box_from_landmarks(record.landmarks)
+
+
+def read_rgb(path: str) -> Optional[np.ndarray]:
+    """RGB uint8 image, or None when the file is missing or not decodable."""
+    import cv2
+
+    data = np.fromfile(path, np.uint8) if os.path.isfile(path) else np.zeros(0, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def face_crops(records: Iterable[Record], image_size: int,
+               crop_scale: float = DEFAULT_CROP_SCALE, progress: bool = True,
+               desc: str = "calibration crops") -> list[np.ndarray]:
+    """(1, S, S, 3) float32 crops in [-1, 1], one per readable record.
+
+    Unreadable images are skipped with one warning; CalibrationError if none is readable.
+    """
+    from tqdm import tqdm
+
+    records = list(records)
+    crops, bad = [], []
+    for record in tqdm(records, desc=desc, unit="face", file=sys.stderr, disable=not progress):
+        image = read_rgb(record.image_path)
+        if image is None:
+            bad.append(record.image_path)
+            continue
+        crop, _ = crop_face(image, face_box(record), image_size, crop_scale)
+        crops.append(normalize_image(crop)[None])
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image(s), e.g. {bad[:3]}", stacklevel=2)
+    if records and not crops:
+        raise CalibrationError(f"none of the {len(records)} calibration images is readable "
+                               f"(first: {records[0].image_path})")
+    return crops

@@ -1,0 +1,186 @@
+"""tools/convert.py end to end (as a subprocess) and fld.calibration.
+
+The student is a random-weight ``mobilevitv2_050`` at 64 px (scheme ``pair_51``) whose
+BatchNorm statistics are fitted to real face crops, as in tests/test_export.py, saved as
+``.keras``; calibration and checking use the real faces of ../shared/data (afw).
+
+Tolerances (converted vs float Keras, decoded landmarks in heatmap pixels, 16 held-out
+faces x 51 points, measured here): random weights give flat maps whose argmax flips
+under any rounding, so the bounds are on the typical point, not the worst one.
+- int8: median 0.025, 85% of points within 0.25 (80% with other calibration faces),
+  mean 0.74..1.07, max 18 (flat maps);
+- float16: median 0.000, 100% within 0.25 (max 9.4 on one flat map);
+- dynamic: median 0.009, 94% within 0.25.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fld import calibration
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE, SCHEME = 64, "pair_51"
+NUM_CALIBRATION, NUM_CHECK = 32, 16
+# (median max, fraction of points within 0.25 heatmap px min) per mode; see the doc.
+TOLERANCES = {"int8": (0.1, 0.75), "float16": (0.01, 0.99), "dynamic": (0.05, 0.85)}
+
+
+def run_convert(*args, timeout=300):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert.py"), *args,
+                           "--noprogress"], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def faces_dir(data_300w):
+    return os.path.join(data_300w, "afw")
+
+
+@pytest.fixture(scope="module")
+def student(faces_dir, tmp_path_factory):
+    """(path of the saved .keras student, the model)."""
+    import keras
+
+    import fld.models as models
+
+    keras.utils.set_random_seed(0)
+    model = models.LandmarkDetector(preset="mobilevitv2_050", image_size=SIZE, scheme=SCHEME)
+    records = calibration.read_calibration_records(faces_dir, SCHEME)
+    faces, _ = calibration.split_records(records, 16, 0)
+    batch = np.concatenate(calibration.face_crops(faces, SIZE, progress=False))
+    for _ in range(30):
+        model(batch, training=True)
+    path = str(tmp_path_factory.mktemp("student") / "student.keras")
+    model.save(path)
+    return path, model
+
+
+def converted_vs_float(tflite_path, model, faces_dir):
+    """Per-point landmark differences (heatmap px) on the faces the tool held out."""
+    from fld.codec import decode_numpy
+    from fld.keras_engine import KerasEngine
+    from fld.runtime import Landmarker
+
+    landmarker, engine = Landmarker(tflite_path), KerasEngine(model)
+    records = calibration.read_calibration_records(faces_dir, SCHEME)
+    calibration_faces, held_out = calibration.split_records(records, NUM_CALIBRATION, NUM_CHECK)
+    assert not {r.image_path for r in calibration_faces} & {r.image_path for r in held_out}
+    diffs = []
+    for record in held_out:
+        inputs, _ = landmarker.crop(calibration.read_rgb(record.image_path),
+                                    calibration.face_box(record))
+        got = decode_numpy(landmarker.model.run(inputs)[0])
+        want = decode_numpy(engine.run(inputs)[0])
+        diffs.append(np.linalg.norm(got - want, axis=-1))
+    return np.concatenate(diffs)
+
+
+def check_converted(result, output, model, faces_dir, quantize):
+    from fld import export
+    from fld.runtime.metadata import read_metadata, read_model_info
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(rf"wrote {re.escape(output)} \(\d+ KiB, {quantize}, audit passed\)",
+                        last), last
+    assert "held-out faces: landmark difference mean" in result.stdout
+    with open(output, "rb") as f:
+        tflite = f.read()
+    export.audit(tflite, int8=(quantize == "int8"))
+    meta = read_metadata(tflite, output)
+    assert meta["quantization"] == quantize and meta["image_size"] == SIZE
+    info = read_model_info(tflite, output)
+    assert (info.stride, info.scheme.name, info.normalisation) == (4, SCHEME, "x/127.5-1")
+    assert info.box_mapping is not None and info.crop_scale == 1.2
+    diffs = converted_vs_float(output, model, faces_dir)
+    median_max, within_min = TOLERANCES[quantize]
+    within = float((diffs <= 0.25).mean())
+    print(f"\n{quantize} vs float: median {np.median(diffs):.3f}, {within:.0%} within 0.25, "
+          f"mean {diffs.mean():.3f}, max {diffs.max():.2f} heatmap px")
+    assert np.median(diffs) <= median_max and within >= within_min
+
+
+def test_int8_end_to_end(student, faces_dir, tmp_path):
+    path, model = student
+    output = str(tmp_path / "student_int8.tflite")
+    result = run_convert("--checkpoint", path, "--quantize", "int8", "--calibration_dir",
+                         faces_dir, "--num_calibration", str(NUM_CALIBRATION), "--num_check",
+                         str(NUM_CHECK), "--output", output)
+    check_converted(result, output, model, faces_dir, "int8")
+    from fld.runtime import Landmarker
+
+    landmarker = Landmarker(output)
+    assert landmarker.model.input_dtype == np.int8 and landmarker.model.output_dtype == np.int8
+    assert "NME" in result.stdout
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantize", ["float16", "dynamic"])
+def test_float16_and_dynamic(student, faces_dir, tmp_path, quantize):
+    path, model = student
+    output = str(tmp_path / f"student_{quantize}.tflite")
+    result = run_convert("--checkpoint", path, "--quantize", quantize, "--calibration_dir",
+                         faces_dir, "--num_calibration", str(NUM_CALIBRATION), "--num_check",
+                         str(NUM_CHECK), "--output", output)
+    check_converted(result, output, model, faces_dir, quantize)
+
+
+def test_bad_inputs_give_clear_errors(student, tmp_path):
+    path, _ = student
+    output = str(tmp_path / "out.tflite")
+    missing = str(tmp_path / "nope.keras")
+    result = run_convert("--checkpoint", missing, "--output", output,
+                         "--calibration_dir", str(tmp_path))
+    assert result.returncode == 1 and f"checkpoint not found: {missing}" in result.stderr
+
+    fake = tmp_path / "notes.keras"
+    fake.write_text("not a model\n")
+    result = run_convert("--checkpoint", str(fake), "--output", output,
+                         "--calibration_dir", str(tmp_path))
+    assert result.returncode == 1 and f"{fake}: not a loadable Keras model" in result.stderr
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_convert("--checkpoint", path, "--output", output, "--calibration_dir",
+                         str(empty))
+    assert result.returncode == 1 and str(empty) in result.stderr
+    assert "no .pts annotation files" in result.stderr
+    assert not os.path.exists(output)
+
+
+# --- fld.calibration ---------------------------------------------------------------------
+
+
+def test_split_is_deterministic_disjoint_and_spread():
+    from fld.data.records import Record
+
+    records = [Record(f"{i:03d}.jpg", np.ones((5, 2), np.float32)) for i in range(240)]
+    calibration_faces, held_out = calibration.split_records(records, 100, 20)
+    again = calibration.split_records(records, 100, 20)
+    assert (len(calibration_faces), len(held_out)) == (100, 20)
+    cal_idx = [int(r.image_path[:3]) for r in calibration_faces]
+    held_idx = [int(r.image_path[:3]) for r in held_out]
+    assert len(set(cal_idx)) == 100 and not set(cal_idx) & set(held_idx)
+    assert cal_idx == [int(r.image_path[:3]) for r in again[0]]
+    assert cal_idx[0] < 5 and cal_idx[-1] > 230 and held_idx[-1] > 200  # spread
+    small_cal, small_held = calibration.split_records(records[:10], 300, 50)
+    assert (len(small_cal), len(small_held)) == (8, 2)
+
+
+def test_face_crops_use_the_crop_rule(real_records):
+    from fld.crop import box_from_landmarks, crop_face
+    from fld.data.pipeline import normalize_image, read_image_rgb
+
+    record = real_records[0]
+    (crop,) = calibration.face_crops([record], SIZE, progress=False)
+    want, _ = crop_face(read_image_rgb(record.image_path), box_from_landmarks(record.landmarks),
+                        SIZE)
+    assert crop.shape == (1, SIZE, SIZE, 3) and crop.dtype == np.float32
+    np.testing.assert_allclose(crop[0], normalize_image(want.astype(np.float32)), atol=1e-6)

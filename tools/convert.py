@@ -1,0 +1,220 @@
+"""Converts a trained landmark model to a deployable ``.tflite`` with the runtime's metadata.
+
+    python tools/convert.py --checkpoint work/student/best.keras --quantize int8 \\
+        --calibration_dir ../shared/data/300w/train --output student_int8.tflite
+    python tools/convert.py --checkpoint best.weights.h5 --model mobilevitv2_050 \\
+        --image_size 256 --scheme 300w_68 --quantize float16 --output student_fp16.tflite
+
+Steps:
+1. load the Keras ``LandmarkDetector`` (``.keras``; or ``.weights.h5`` with ``--model``,
+   ``--image_size`` and ``--scheme``);
+2. pick faces of ``--calibration_dir`` (any folder / file ``read_annotations`` reads),
+   deterministically spread over it: ``--num_calibration`` to calibrate int8 and
+   ``--num_check`` other faces held out to check the result;
+3. crop them with the crop rule (``fld.crop``) and normalise them as training does
+   (``fld.calibration``), convert (``--quantize``: int8 = full integer,
+   TFLITE_BUILTINS_INT8 only, ``--input_type`` int8 / uint8 input and output), audit
+   the ops (``fld.export.audit``: no float32 in int8 mode, no > 5-D TRANSPOSE, only
+   ops tflite-runtime 2.14 knows), embed the ``fld`` metadata (input size, stride,
+   normalisation, scheme, crop scale, quantisation, decoding, Haar box mapping);
+4. run the file through ``fld.runtime.Landmarker`` on the held-out faces and print its
+   landmark difference to the float Keras model (mean / max, heatmap pixels) and both
+   NMEs against the ground truth;
+5. write ``--output`` atomically (nothing is written when the audit fails).
+
+Last line: ``wrote PATH (N KiB, int8, audit passed)``. Errors (missing checkpoint, a
+file that is not a Keras model, no calibration faces, a failed audit) exit with status 1
+and a message naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+from fld.codec import DECODE_METHODS
+from fld.crop import DEFAULT_CROP_SCALE
+from fld.export import QUANTIZE_MODES
+
+flags.DEFINE_string("checkpoint", None, "Trained model: .keras, or .weights.h5 with --model.")
+flags.DEFINE_enum("quantize", "int8", QUANTIZE_MODES, "int8: full integer; float16: fp16 "
+                  "weights; dynamic: int8 weights, float activations; none: float32.")
+flags.DEFINE_string("calibration_dir", None, "Annotated faces (.pts folder, .csv or WFLW "
+                    ".txt): int8 calibration and the float-vs-converted check.")
+flags.DEFINE_string("output", None, "The .tflite file to write.")
+flags.DEFINE_integer("num_calibration", 300, "Faces used to calibrate int8.")
+flags.DEFINE_integer("num_check", 50, "Other faces (not calibration ones) used to compare "
+                     "the converted model with the float Keras model (0: skip).")
+flags.DEFINE_enum("input_type", "int8", ["int8", "uint8"], "int8 models: input/output type.")
+flags.DEFINE_string("model", None, ".weights.h5 only: the preset the model was built with.")
+flags.DEFINE_alias("preset", "model")
+flags.DEFINE_integer("image_size", None, ".weights.h5 only: the model's input size.")
+flags.DEFINE_string("scheme", None, "Landmark scheme (.weights.h5: required; .keras: "
+                    "checked against the model's).")
+flags.DEFINE_float("crop_scale", DEFAULT_CROP_SCALE, "The crop rule's margin the model was "
+                   "trained with (stored in the metadata).")
+flags.DEFINE_enum("decode_method", "local_soft_argmax", list(DECODE_METHODS),
+                  "Host-side heatmap decoding stored in the metadata.")
+flags.DEFINE_integer("decode_radius", 2, "Window radius of local_soft_argmax (cells).")
+flags.DEFINE_bool("progress", True, "Show progress bars.")
+flags.mark_flags_as_required(["checkpoint", "output"])
+FLAGS = flags.FLAGS
+
+
+class ConvertError(Exception):
+    """A problem with the inputs: reported on stderr, exit status 1."""
+
+
+def load_model():
+    """The Keras ``LandmarkDetector`` named by the flags."""
+    from fld.keras_engine import load_keras_model
+
+    path = FLAGS.checkpoint
+    if not os.path.isfile(path):
+        raise ConvertError(f"checkpoint not found: {path}")
+    if not path.endswith((".keras", ".weights.h5")):
+        raise ConvertError(f"{path}: not a Keras model file (expected .keras, or .weights.h5 "
+                           f"with --model, --image_size and --scheme)")
+    try:
+        model = load_keras_model(path, FLAGS.model, FLAGS.image_size, FLAGS.scheme)
+    except ValueError as e:
+        raise ConvertError(str(e)) from None
+    if FLAGS.scheme and path.endswith(".keras"):
+        from fld.schemes import get_scheme
+
+        if get_scheme(FLAGS.scheme) != model.scheme:
+            raise ConvertError(f"{path}: the model predicts scheme {model.scheme.name!r} "
+                               f"({model.scheme.num_points} points), not --scheme "
+                               f"{FLAGS.scheme!r}")
+    return model
+
+
+def compare(path: str, model, held_out) -> dict:
+    """Converted vs float Keras model on held-out faces, through the runtime's code.
+
+    Returns mean / max landmark difference in heatmap pixels and, per model, the mean
+    inter-ocular NME against the ground truth.
+    """
+    from tqdm import tqdm
+
+    from fld.calibration import face_box, read_rgb
+    from fld.keras_engine import KerasEngine
+    from fld.metrics import nme
+    from fld.runtime import Landmarker
+
+    converted = Landmarker(path)
+    info = converted.info
+    diffs, points_tfl, points_keras, truth = [], [], [], []
+    engine = KerasEngine(model)
+    for record in tqdm(held_out, desc="checking", unit="face", file=sys.stderr,
+                       disable=not FLAGS.progress):
+        image = read_rgb(record.image_path)
+        if image is None:
+            continue
+        inputs, matrix = converted.crop(image, face_box(record))
+        got, want = (converted.heatmaps_to_image(heatmaps, matrix)
+                     for heatmaps in (converted.model.run(inputs)[0], engine.run(inputs)[0]))
+        # image pixels -> heatmap pixels: the crop's zoom over the stride
+        zoom = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+        diffs.append(np.linalg.norm(got - want, axis=-1) * zoom / info.stride)
+        points_tfl.append(got)
+        points_keras.append(want)
+        truth.append(record.landmarks)
+    if not diffs:
+        return {}
+    diffs = np.concatenate(diffs)
+    result = {"faces": len(truth), "mean_diff": float(diffs.mean()),
+              "max_diff": float(diffs.max())}
+    try:
+        result["nme_converted"] = float(nme(np.stack(points_tfl), np.stack(truth),
+                                            info.scheme).mean())
+        result["nme_keras"] = float(nme(np.stack(points_keras), np.stack(truth),
+                                        info.scheme).mean())
+    except ValueError:  # no usable ground truth (e.g. zero inter-ocular distance)
+        pass
+    return result
+
+
+def run() -> str:
+    from fld import calibration, export
+
+    quantize = FLAGS.quantize
+    model = load_model()
+    image_size = int(model.inputs[0].shape[1])
+    calibration_faces, held_out = [], []
+    if quantize == "int8" and not FLAGS.calibration_dir:
+        raise ConvertError("--quantize int8 needs --calibration_dir (annotated real faces)")
+    if FLAGS.calibration_dir:
+        records = calibration.read_calibration_records(FLAGS.calibration_dir, model.scheme)
+        calibration_faces, held_out = calibration.split_records(
+            records, FLAGS.num_calibration, FLAGS.num_check)
+        print(f"{FLAGS.calibration_dir}: {len(records)} faces; calibration "
+              f"{len(calibration_faces) if quantize == 'int8' else 0}, check {len(held_out)}")
+    crops = None
+    if quantize == "int8":
+        crops = calibration.face_crops(calibration_faces, image_size, FLAGS.crop_scale,
+                                       progress=FLAGS.progress)
+        crops = _Progress(crops, "calibrating", FLAGS.progress)
+
+    checked = {}
+
+    def verify(tmp_path):
+        if held_out:
+            checked.update(compare(tmp_path, model, held_out))
+
+    try:
+        result = export.export_landmarker(
+            model, FLAGS.output, quantize, calibration_images=crops,
+            input_type=FLAGS.input_type, crop_scale=FLAGS.crop_scale,
+            decode_method=FLAGS.decode_method, decode_radius=FLAGS.decode_radius,
+            verify=verify)
+    except export.AuditError as e:
+        raise ConvertError(f"{FLAGS.output} not written: {e}") from None
+    print(f"audit: {result.report}")
+    if checked:
+        line = (f"{quantize} vs float Keras on {checked['faces']} held-out faces: landmark "
+                f"difference mean {checked['mean_diff']:.3f}, max {checked['max_diff']:.3f} "
+                f"heatmap px")
+        if "nme_keras" in checked:
+            line += (f"; NME {100 * checked['nme_converted']:.2f}% vs float "
+                     f"{100 * checked['nme_keras']:.2f}% (difference "
+                     f"{100 * (checked['nme_converted'] - checked['nme_keras']):+.2f})")
+        print(line)
+    kib = len(result.tflite_bytes) / 1024
+    label = "int8, uint8 input" if quantize == "int8" and FLAGS.input_type == "uint8" \
+        else quantize
+    return f"wrote {FLAGS.output} ({kib:.0f} KiB, {label}, audit passed)"
+
+
+class _Progress:
+    """An iterable over ``items`` that shows a progress bar each time it is iterated."""
+
+    def __init__(self, items, desc, enabled):
+        self.items, self.desc, self.enabled = list(items), desc, enabled
+
+    def __iter__(self):
+        from tqdm import tqdm
+
+        return iter(tqdm(self.items, desc=self.desc, unit="face", file=sys.stderr,
+                         disable=not self.enabled))
+
+    def __len__(self):
+        return len(self.items)
+
+
+def main(argv):
+    if len(argv) > 1:
+        sys.exit(f"convert.py: error: unexpected arguments {argv[1:]}")
+    from fld.calibration import CalibrationError
+
+    try:
+        print(run())
+    except (ConvertError, CalibrationError) as e:
+        sys.exit(f"convert.py: error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)
