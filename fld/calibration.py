@@ -26,10 +26,10 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from fld.crop import DEFAULT_CROP_SCALE, box_from_landmarks, crop_face
+from fld.crop import DEFAULT_CROP_SCALE, crop_face, normalize_image
 from fld.data.readers import read_annotations
 from fld.data.records import Record
-from fld.runtime.landmarker import normalize_image  # the training rule, x / 127.5 - 1
+from fld.images import ImageError, read_image_rgb
 
 
 class CalibrationError(ValueError):
@@ -78,18 +78,12 @@ def split_records(records: Sequence[Record], num_calibration: int,
     return calibration, held_out
 
 
-def face_box(record: Record) -> np.ndarray:
-    """The box the crop rule frames: the annotation's box, else the tight landmark box."""
-    return record.box if record.box is not None else box_from_landmarks(record.landmarks)
-
-
 def read_rgb(path: str) -> Optional[np.ndarray]:
     """RGB uint8 image, or None when the file is missing or not decodable."""
-    import cv2
-
-    data = np.fromfile(path, np.uint8) if os.path.isfile(path) else np.zeros(0, np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    try:
+        return read_image_rgb(path)
+    except ImageError:
+        return None
 
 
 def face_crops(records: Iterable[Record], image_size: int,
@@ -108,7 +102,7 @@ def face_crops(records: Iterable[Record], image_size: int,
         if image is None:
             bad.append(record.image_path)
             continue
-        crop, _ = crop_face(image, face_box(record), image_size, crop_scale)
+        crop, _ = crop_face(image, record.face_box, image_size, crop_scale)
         crops.append(normalize_image(crop)[None])
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s), e.g. {bad[:3]}", stacklevel=2)

@@ -20,6 +20,7 @@ import numpy as np
 from fld import metrics
 from fld.crop import box_from_landmarks
 from fld.fileio import atomic_path, write_text_atomic
+from fld.images import read_image_rgb
 from fld.runtime.detector import box_iou
 from fld.schemes import Scheme
 
@@ -62,13 +63,13 @@ def evaluate(records, predictor, scheme: Scheme, boxes: str = "gt",
         scheme: the landmark scheme of records and predictor.
         boxes: ``gt`` crops from the ground-truth landmark box (the 300-W protocol);
             ``detector`` runs face detection and scores the matching face.
-        read_image: image reader (default ``fld.data.pipeline``-free OpenCV reader).
+        read_image: image reader (default ``fld.images.read_image_rgb``).
     """
     if boxes not in BOX_SOURCES:
         raise ValueError(f"unknown box source {boxes!r}: use one of {BOX_SOURCES}")
     if not records:
         raise ValueError("evaluate: no annotated faces")
-    read_image = read_image or _read_rgb
+    read_image = read_image or read_image_rgb
     results = []
     iterator = records
     if progress:
@@ -92,15 +93,6 @@ def evaluate(records, predictor, scheme: Scheme, boxes: str = "gt",
             result.nme_ip = float(metrics.nme(pred[None], gt[None], scheme, "inter_pupil")[0])
         results.append(result)
     return results
-
-
-def _read_rgb(path: str) -> np.ndarray:
-    import cv2
-
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: not a readable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 TABLE_COLUMNS = ("subset", "faces", "detected", "nme_io_mean", "nme_io_median", "nme_ip_mean",
@@ -165,7 +157,7 @@ def worst_faces_png(results: list[FaceResult], path: str, count: int = 16,
     """A grid of the ``count`` worst faces: ground truth green, prediction red."""
     import cv2
 
-    read_image = read_image or _read_rgb
+    read_image = read_image or read_image_rgb
     scored = sorted((r for r in results if r.detected), key=lambda r: -r.nme_io)[:count]
     if not scored:
         raise ValueError("worst_faces_png: no detected faces to show")

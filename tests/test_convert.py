@@ -74,7 +74,7 @@ def converted_vs_float(tflite_path, model, faces_dir):
     diffs = []
     for record in held_out:
         inputs, _ = landmarker.crop(calibration.read_rgb(record.image_path),
-                                    calibration.face_box(record))
+                                    record.face_box)
         got = decode_numpy(landmarker.model.run(inputs)[0])
         want = decode_numpy(engine.run(inputs)[0])
         diffs.append(np.linalg.norm(got - want, axis=-1))

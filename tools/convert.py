@@ -100,7 +100,7 @@ def compare(path: str, model, held_out) -> dict:
     """
     from tqdm import tqdm
 
-    from fld.calibration import face_box, read_rgb
+    from fld.calibration import read_rgb
     from fld.keras_engine import KerasEngine
     from fld.metrics import nme
     from fld.runtime import Landmarker
@@ -114,7 +114,7 @@ def compare(path: str, model, held_out) -> dict:
         image = read_rgb(record.image_path)
         if image is None:
             continue
-        inputs, matrix = converted.crop(image, face_box(record))
+        inputs, matrix = converted.crop(image, record.face_box)
         got, want = (converted.heatmaps_to_image(heatmaps, matrix)
                      for heatmaps in (converted.model.run(inputs)[0], engine.run(inputs)[0]))
         # image pixels -> heatmap pixels: the crop's zoom over the stride

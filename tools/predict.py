@@ -37,6 +37,7 @@ from absl import app, flags
 from fld.crop import box_from_landmarks
 from fld.data.readers import IMAGE_EXTENSIONS, write_pts
 from fld.fileio import atomic_path
+from fld.images import read_image_rgb
 from fld.runtime import Landmarker, MetadataError, ModelError, VideoLandmarker
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -60,17 +61,6 @@ FLAGS = flags.FLAGS
 
 class InputError(Exception):
     """A problem with the command line's inputs: reported, exit status 1."""
-
-
-def read_image(path: str) -> np.ndarray:
-    """RGB uint8 image, or ValueError naming the file."""
-    import cv2
-
-    data = np.fromfile(path, np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise ValueError(f"{path}: not a readable image (corrupt or unsupported format)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def is_image(name: str) -> bool:
@@ -179,7 +169,7 @@ def run_images(landmarker, root, relatives, boxes, outputs, progress) -> tuple[i
         path = relative if root is None else os.path.join(root, relative)
         name = os.path.basename(relative) if root is None else relative
         try:
-            image = read_image(path)
+            image = read_image_rgb(path)
             if boxes is not None:
                 faces = [(b, landmarker.predict(image, b))
                          for b in boxes.get(os.path.normpath(name), [])]
@@ -268,7 +258,7 @@ def predict(argv_input: str) -> int:
     else:
         kind = "image"
         try:
-            read_image(argv_input)
+            read_image_rgb(argv_input)
         except ValueError as e:
             raise InputError(str(e)) from None
     if boxes is not None and kind in ("video", "webcam"):

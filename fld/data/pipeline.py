@@ -26,34 +26,12 @@ import tensorflow as tf
 
 from fld import crop
 from fld.crop import normalize_image
+from fld.images import ImageError, read_image_rgb  # noqa: F401 (re-exported)
 from fld.codec import HeatmapCodec
 from fld.data import augment
 from fld.data.augment import AugmentConfig
 
 log = logging.getLogger(__name__)
-
-
-class ImageError(ValueError):
-    """An image that cannot be read or decoded."""
-
-
-def read_image_rgb(path: str) -> np.ndarray:
-    """Reads an image as RGB uint8, or raises ImageError naming the file."""
-    import cv2
-
-    data = np.fromfile(path, np.uint8) if _exists(path) else None
-    if data is None:
-        raise ImageError(f"{path}: image file not found")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _exists(path: str) -> bool:
-    import os
-
-    return os.path.isfile(path)
 
 
 @dataclasses.dataclass
@@ -91,9 +69,7 @@ class CropCache:
                                  f"scheme {codec.scheme.name!r} needs {k}")
 
         def load(record):
-            box = record.box if record.box is not None else crop.box_from_landmarks(
-                record.landmarks)
-            matrix = crop.crop_matrix(box, cache_size, crop_scale * margin)
+            matrix = crop.crop_matrix(record.face_box, cache_size, crop_scale * margin)
             try:
                 image = crop.crop_image(read_image_rgb(record.image_path), matrix, cache_size)
             except ImageError as e:

@@ -12,6 +12,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from fld.crop import box_from_landmarks
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Record:
@@ -51,6 +53,12 @@ class Record:
                 )
             box.setflags(write=False)
             object.__setattr__(self, "box", box)
+
+    @property
+    def face_box(self) -> np.ndarray:
+        """The box the crop rule frames: the annotation's box, else the tight
+        landmark box (the 300-W ground-truth convention)."""
+        return self.box if self.box is not None else box_from_landmarks(self.landmarks)
 
     @property
     def num_points(self) -> int:

@@ -68,7 +68,7 @@ def main(out_dir: str, data_dir: str) -> None:
     paths, boxes, landmarks, raw = [], [], [], []
     for record in held_out:
         image = calibration.read_rgb(record.image_path)
-        box = calibration.face_box(record)
+        box = record.face_box
         inputs, _ = landmarker.crop(image, box)
         raw.append(landmarker.model.invoke_raw(landmarker.model.quantize_input(inputs)))
         landmarks.append(landmarker.predict(image, box))
