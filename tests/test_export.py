@@ -1,6 +1,5 @@
 """Tests for fld.export: int8 conversion of the student and the op audit."""
 
-import glob
 import os
 
 import keras
@@ -9,32 +8,20 @@ import pytest
 
 import fld.models as models
 from fld import export
-from fld.crop import box_from_landmarks, crop_face
+from fld.crop import crop_face, normalize_image
 
 SIZE = 64
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "300w", "train")
 NUM_CALIBRATION, NUM_EVAL = 16, 24
 
 
-def _read_pts(path):
-    """iBUG .pts -> (K, 2) 0-based landmarks."""
-    with open(path) as f:
-        body = f.read().split("{")[1].split("}")[0]
-    return np.array(body.split(), np.float32).reshape(-1, 2) - 1.0
-
-
 def _face_crops(count):
-    import cv2
+    from fld.data.readers import read_pts_dir
+    from fld.images import read_image_rgb
 
-    crops = []
-    for pts in sorted(glob.glob(os.path.join(DATA, "*", "*.pts")))[:count]:
-        image = cv2.imread(pts[:-4] + ".jpg")
-        if image is None:
-            continue
-        crop, _ = crop_face(cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
-                            box_from_landmarks(_read_pts(pts)), SIZE)
-        crops.append((crop.astype(np.float32) / 127.5 - 1.0)[None])  # (1, S, S, 3) in [-1, 1]
-    return crops
+    records = read_pts_dir(DATA)[:count]
+    return [normalize_image(crop_face(read_image_rgb(r.image_path), r.face_box, SIZE)[0])[None]
+            for r in records]  # (1, S, S, 3) in [-1, 1]
 
 
 @pytest.fixture(scope="module")
