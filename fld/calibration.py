@@ -97,7 +97,7 @@ def face_crops(records: Iterable[Record], image_size: int,
 
     records = list(records)
     crops, bad = [], []
-    for record in tqdm(records, desc=desc, unit="face", file=sys.stderr, disable=not progress):
+    for record in tqdm(records, desc=desc, unit="face", file=sys.stderr, disable=None if progress else True):
         image = read_rgb(record.image_path)
         if image is None:
             bad.append(record.image_path)

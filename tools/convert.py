@@ -110,7 +110,7 @@ def compare(path: str, model, held_out) -> dict:
     diffs, points_tfl, points_keras, truth = [], [], [], []
     engine = KerasEngine(model)
     for record in tqdm(held_out, desc="checking", unit="face", file=sys.stderr,
-                       disable=not FLAGS.progress):
+                       disable=None if FLAGS.progress else True):
         image = read_rgb(record.image_path)
         if image is None:
             continue
@@ -199,7 +199,7 @@ class _Progress:
         from tqdm import tqdm
 
         return iter(tqdm(self.items, desc=self.desc, unit="face", file=sys.stderr,
-                         disable=not self.enabled))
+                         disable=None if self.enabled else True))
 
     def __len__(self):
         return len(self.items)

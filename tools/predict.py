@@ -164,7 +164,7 @@ def run_images(landmarker, root, relatives, boxes, outputs, progress) -> tuple[i
     from tqdm import tqdm
 
     images = faces_total = skipped = 0
-    bar = tqdm(relatives, desc="predict", unit="img", file=sys.stderr, disable=not progress)
+    bar = tqdm(relatives, desc="predict", unit="img", file=sys.stderr, disable=None if progress else True)
     for relative in bar:
         path = relative if root is None else os.path.join(root, relative)
         name = os.path.basename(relative) if root is None else relative
