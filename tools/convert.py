@@ -56,8 +56,9 @@ flags.DEFINE_string("scheme", None, "Landmark scheme (.weights.h5: required; .ke
                     "checked against the model's).")
 flags.DEFINE_float("crop_scale", DEFAULT_CROP_SCALE, "The crop rule's margin the model was "
                    "trained with (stored in the metadata).")
-flags.DEFINE_enum("decode_method", "local_soft_argmax", list(DECODE_METHODS),
-                  "Host-side heatmap decoding stored in the metadata.")
+flags.DEFINE_enum("decode_method", "auto", ["auto"] + list(DECODE_METHODS),
+                  "Host-side heatmap decoding stored in the metadata; auto = the method "
+                  "with the lowest NME of the converted model on the held-out faces.")
 flags.DEFINE_integer("decode_radius", 2, "Window radius of local_soft_argmax (cells).")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 flags.mark_flags_as_required(["checkpoint", "output"])
@@ -95,47 +96,71 @@ def load_model():
 def compare(path: str, model, held_out) -> dict:
     """Converted vs float Keras model on held-out faces, through the runtime's code.
 
-    Returns mean / max landmark difference in heatmap pixels and, per model, the mean
-    inter-ocular NME against the ground truth.
+    Returns the number of faces, the mean / max landmark difference in heatmap pixels
+    (with the file's decode method) and, when the faces have ground truth, the mean
+    inter-ocular NME of every host-side decode method for both models
+    (``nme_converted`` / ``nme_keras``: method -> NME).
     """
     from tqdm import tqdm
 
     from fld.calibration import read_rgb
+    from fld.codec import DECODE_METHODS
     from fld.keras_engine import KerasEngine
     from fld.metrics import nme
     from fld.runtime import Landmarker
 
     converted = Landmarker(path)
     info = converted.info
-    diffs, points_tfl, points_keras, truth = [], [], [], []
     engine = KerasEngine(model)
+    maps = {"converted": [], "keras": []}
+    matrices, truth = [], []
     for record in tqdm(held_out, desc="checking", unit="face", file=sys.stderr,
                        disable=None if FLAGS.progress else True):
         image = read_rgb(record.image_path)
         if image is None:
             continue
         inputs, matrix = converted.crop(image, record.face_box)
-        got, want = (converted.heatmaps_to_image(heatmaps, matrix)
-                     for heatmaps in (converted.model.run(inputs)[0], engine.run(inputs)[0]))
-        # image pixels -> heatmap pixels: the crop's zoom over the stride
-        zoom = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-        diffs.append(np.linalg.norm(got - want, axis=-1) * zoom / info.stride)
-        points_tfl.append(got)
-        points_keras.append(want)
+        maps["converted"].append(converted.model.run(inputs)[0])
+        maps["keras"].append(engine.run(inputs)[0])
+        matrices.append(matrix)
         truth.append(record.landmarks)
-    if not diffs:
+    if not truth:
         return {}
-    diffs = np.concatenate(diffs)
+
+    def points(which, method):
+        return np.stack([converted.heatmaps_to_image(h, m, method)
+                         for h, m in zip(maps[which], matrices)])
+
+    got, want = points("converted", info.decode_method), points("keras", info.decode_method)
+    # image pixels -> heatmap pixels: each crop's zoom over the stride
+    zooms = np.array([np.sqrt(abs(np.linalg.det(m[:, :2]))) for m in matrices])
+    diffs = np.linalg.norm(got - want, axis=-1) * zooms[:, None] / info.stride
     result = {"faces": len(truth), "mean_diff": float(diffs.mean()),
               "max_diff": float(diffs.max())}
     try:
-        result["nme_converted"] = float(nme(np.stack(points_tfl), np.stack(truth),
-                                            info.scheme).mean())
-        result["nme_keras"] = float(nme(np.stack(points_keras), np.stack(truth),
-                                        info.scheme).mean())
+        for key, which in (("nme_converted", "converted"), ("nme_keras", "keras")):
+            result[key] = {method: float(nme(points(which, method), np.stack(truth),
+                                             info.scheme).mean())
+                           for method in DECODE_METHODS}
     except ValueError:  # no usable ground truth (e.g. zero inter-ocular distance)
         pass
     return result
+
+
+def choose_decode(path: str, checked: dict) -> str:
+    """Stores the decode method with the lowest NME of the converted model in ``path``."""
+    import dataclasses
+
+    from fld.export_metadata import embed_metadata
+    from fld.runtime.metadata import read_model_info
+
+    best = min(checked["nme_converted"], key=checked["nme_converted"].get)
+    with open(path, "rb") as f:
+        data = f.read()
+    info = dataclasses.replace(read_model_info(data, path), decode_method=best)
+    with open(path, "wb") as f:
+        f.write(embed_metadata(data, info))
+    return best
 
 
 def run() -> str:
@@ -161,15 +186,20 @@ def run() -> str:
 
     checked = {}
 
+    auto = FLAGS.decode_method == "auto"
+
     def verify(tmp_path):
         if held_out:
             checked.update(compare(tmp_path, model, held_out))
+        if auto and "nme_converted" in checked:
+            checked["decode"] = choose_decode(tmp_path, checked)
 
     try:
         result = export.export_landmarker(
             model, FLAGS.output, quantize, calibration_images=crops,
             input_type=FLAGS.input_type, crop_scale=FLAGS.crop_scale,
-            decode_method=FLAGS.decode_method, decode_radius=FLAGS.decode_radius,
+            decode_method="local_soft_argmax" if auto else FLAGS.decode_method,
+            decode_radius=FLAGS.decode_radius,
             verify=verify)
     except export.AuditError as e:
         raise ConvertError(f"{FLAGS.output} not written: {e}") from None
@@ -178,11 +208,18 @@ def run() -> str:
         line = (f"{quantize} vs float Keras on {checked['faces']} held-out faces: landmark "
                 f"difference mean {checked['mean_diff']:.3f}, max {checked['max_diff']:.3f} "
                 f"heatmap px")
-        if "nme_keras" in checked:
-            line += (f"; NME {100 * checked['nme_converted']:.2f}% vs float "
-                     f"{100 * checked['nme_keras']:.2f}% (difference "
-                     f"{100 * (checked['nme_converted'] - checked['nme_keras']):+.2f})")
         print(line)
+        if "nme_keras" in checked:
+            print("NME (inter-ocular %) by host-side decode method:")
+            for method, value in checked["nme_converted"].items():
+                print(f"  {method:18s} {quantize}: {100 * value:6.2f}   float: "
+                      f"{100 * checked['nme_keras'][method]:6.2f}")
+        if "decode" in checked:
+            print(f"decode method stored in the model: {checked['decode']} (lowest NME "
+                  f"of the {quantize} model)")
+        elif auto:
+            print("decode method stored in the model: local_soft_argmax (no ground truth "
+                  "to choose by)")
     kib = len(result.tflite_bytes) / 1024
     label = "int8, uint8 input" if quantize == "int8" and FLAGS.input_type == "uint8" \
         else quantize

@@ -103,9 +103,14 @@ class Landmarker:
         crop = crop_image(as_rgb_uint8(image_rgb), matrix, size)
         return normalize_image(crop)[None], matrix
 
-    def heatmaps_to_image(self, heatmaps: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        """(H, W, K) float heatmaps + crop matrix -> (K, 2) image pixels."""
-        cells = decode_numpy(heatmaps, self.info.decode_method, self.info.decode_radius)
+    def heatmaps_to_image(self, heatmaps: np.ndarray, matrix: np.ndarray,
+                          method: Optional[str] = None) -> np.ndarray:
+        """(H, W, K) float heatmaps + crop matrix -> (K, 2) image pixels.
+
+        ``method``: a ``fld.codec.DECODE_METHODS`` name; default the model's own.
+        """
+        cells = decode_numpy(heatmaps, method or self.info.decode_method,
+                             self.info.decode_radius)
         crop_points = (cells + 0.5) * self.info.stride - 0.5
         return transform_points(invert_affine(matrix), crop_points)
 

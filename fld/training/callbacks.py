@@ -303,10 +303,13 @@ class SampleImages(keras.callbacks.Callback):
         codec: the ``HeatmapCodec`` (decode and heatmap -> pixel mapping).
         log_dir: TensorBoard folder (None: no TensorBoard image).
         png_path: PNG file of the latest epoch (None: none).
+        decode_method: ``fld.codec`` decode of the fused heatmaps.
     """
 
-    def __init__(self, distiller, images, landmarks, codec, log_dir=None, png_path=None):
+    def __init__(self, distiller, images, landmarks, codec, log_dir=None, png_path=None,
+                 decode_method="soft_argmax"):
         super().__init__()
+        self.decode_method = decode_method
         self.distiller = distiller
         self.images = np.asarray(images, np.float32)
         self.true_xy = codec.to_image(np.asarray(landmarks, np.float32))
@@ -318,7 +321,7 @@ class SampleImages(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         with self.distiller.ema_weights() as student:
             fused = ops.convert_to_numpy(student(self.images, training=False)["fused"])
-        pred = self.codec.decode_to_image(fused)
+        pred = self.codec.decode_to_image(fused, self.decode_method)
         png = draw_predictions_png(self.images, self.true_xy, pred,
                                    title=f"epoch {epoch + 1}: green true, red predicted")
         if self.png_path:

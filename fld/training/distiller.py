@@ -12,12 +12,12 @@ and divided by the GLOBAL batch size (summed over replicas), so gradients summed
 ``tf.distribute`` replicas equal those of one big batch. The teacher is frozen and always run
 with ``training=False`` (keras-io's knowledge-distillation example does the same).
 
-Validation NME decodes ``fused`` with ``fld.codec.decode_ops`` (sub-pixel
-``local_soft_argmax`` by default). With ``ema_momentum > 0`` the Distiller keeps an
-exponential moving average of the student's trainable weights in its own non-trainable
-variables, updated at the end of every ``train_step`` (so they live, and are checkpointed,
-with the optimizer state); ``ema_weights()`` swaps them in, e.g. for validation and for
-saving the best student.
+Validation NME decodes ``fused`` with ``fld.codec.decode_ops`` (by default ``soft_argmax``:
+the fused map's mean, which is what STAR trains). With ``ema_momentum > 0`` the Distiller
+keeps an exponential moving average of the student's trainable weights in its own non-
+trainable variables, updated at the end of every ``train_step`` (so they live, and are
+checkpointed, with the optimizer state); ``ema_weights()`` swaps them in, e.g. for
+validation and for saving the best student.
 
 Construct the Distiller (and the models) under ``strategy.scope()`` when distributing.
 ``distiller.student`` is the plain Keras model to save and export. TensorFlow backend only
@@ -109,7 +109,7 @@ class Distiller(keras.Model):
         star_w=1.0,
         backbone=None,
         ema_momentum=0.0,
-        decode_method="local_soft_argmax",
+        decode_method="soft_argmax",
         **kwargs,
     ):
         super().__init__(**kwargs)

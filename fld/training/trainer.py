@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 KD_FORMS = ("mse", "paper")
-DECODE_METHODS = ("argmax", "soft_argmax", "local_soft_argmax")
+VAL_DECODE_METHODS = ("argmax", "soft_argmax", "local_soft_argmax")  # fld.codec.decode_ops
 
 
 def _field(default, help: str, **extra):
@@ -89,8 +89,9 @@ class TrainConfig:
     strategy: str = _field("default", "tf.distribute strategy.", enum=STRATEGIES)
     jit_compile: bool = _field(False, "Compile the train step with XLA.")
     checkpoint_every_steps: int = _field(200, "Also save the resume state every N steps.")
-    decode: str = _field("local_soft_argmax", "Heatmap decode for the validation NME.",
-                         enum=DECODE_METHODS)
+    decode: str = _field("soft_argmax", "Heatmap decode for the validation NME (soft_argmax "
+                         "= the fused map's mean, what STAR trains).",
+                         enum=VAL_DECODE_METHODS)
     num_sample_images: int = _field(4, "Validation faces drawn to TensorBoard each epoch.")
     threads: int = _field(0, "TF intra-op threads (0 = TensorFlow's default).")
 
@@ -407,7 +408,7 @@ def train(config: TrainConfig, student=None, command: str = "", verbose=None) ->
             callbacks.append(cb.SampleImages(
                 distiller, np.asarray(sample_images)[:n],
                 np.asarray(sample_targets["landmarks"])[:n], data.codec, log_dir,
-                os.path.join(work_dir, "samples.png")))
+                os.path.join(work_dir, "samples.png"), decode_method=config.decode))
     if chief:
         callbacks.append(cb.ScalarLogger(log_dir))
     if verbose is None:
