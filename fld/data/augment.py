@@ -110,39 +110,59 @@ def _gaussian_blur(images, sigma):
     return tf.nn.depthwise_conv2d(out, ky, [1, 1, 1, 1], "SAME")
 
 
+def _on_subset(images, flags, fn):
+    """Applies ``fn(subset, index)`` only to the images whose flag is set.
+
+    The costly ops (blur, gamma, noise) then run on ~p of the batch instead of all of
+    it; ``index`` picks each chosen image's own random parameters.
+    """
+    index = tf.cast(tf.where(flags)[:, 0], tf.int32)
+    changed = fn(tf.gather(images, index), index)
+    return tf.tensor_scatter_nd_update(images, index[:, None], changed)
+
+
 def photometric(images, seed, cfg: AugmentConfig):
     """Occlusion, blur, gamma, noise and grey on (B, S, S, 3) float images in [0, 255]."""
     b, size = tf.shape(images)[0], images.shape[1]
     s = _seeds(seed, 12)
-
-    def pick(flag, changed, original):
-        return tf.where(flag[:, None, None, None], changed, original)
 
     if cfg.occlusion_prob > 0:
         centre = tf.random.stateless_uniform([b, 2], s[0]) * size
         half = tf.random.stateless_uniform([b, 2], s[1], 0.05, 0.2) * size
         colour = tf.random.stateless_uniform([b, 1, 1, 3], s[2], 0.0, 255.0)
         grid = tf.range(size, dtype=tf.float32)
-        in_x = tf.abs(grid[None, :] - centre[:, :1]) <= half[:, :1]  # (B, W)
-        in_y = tf.abs(grid[None, :] - centre[:, 1:]) <= half[:, 1:]  # (B, H)
-        box = (in_y[:, :, None] & in_x[:, None, :])[..., None]
-        occluded = tf.where(box, colour, images)
-        images = pick(_chance(s[3], b, cfg.occlusion_prob), occluded, images)
+
+        def occlude(sub, i):
+            c, h = tf.gather(centre, i), tf.gather(half, i)
+            in_x = tf.abs(grid[None, :] - c[:, :1]) <= h[:, :1]  # (n, W)
+            in_y = tf.abs(grid[None, :] - c[:, 1:]) <= h[:, 1:]  # (n, H)
+            box = (in_y[:, :, None] & in_x[:, None, :])[..., None]
+            return tf.where(box, tf.gather(colour, i), sub)
+
+        images = _on_subset(images, _chance(s[3], b, cfg.occlusion_prob), occlude)
     if cfg.blur_prob > 0:
         sigma = tf.random.stateless_uniform([], s[4], 0.5, 2.0)
-        images = pick(_chance(s[5], b, cfg.blur_prob), _gaussian_blur(images, sigma), images)
+        images = _on_subset(images, _chance(s[5], b, cfg.blur_prob),
+                            lambda sub, i: _gaussian_blur(sub, sigma))
     if cfg.gamma_prob > 0:
         gamma = tf.exp(tf.random.stateless_uniform([b, 1, 1, 1], s[6], -0.5, 0.5))
-        adjusted = 255.0 * tf.pow(tf.clip_by_value(images / 255.0, 0.0, 1.0), gamma)
-        images = pick(_chance(s[7], b, cfg.gamma_prob), adjusted, images)
+        def adjust_gamma(sub, i):
+            return 255.0 * tf.pow(tf.clip_by_value(sub / 255.0, 0.0, 1.0), tf.gather(gamma, i))
+
+        images = _on_subset(images, _chance(s[7], b, cfg.gamma_prob), adjust_gamma)
     if cfg.noise_prob > 0:
         std = tf.random.stateless_uniform([b, 1, 1, 1], s[8], 2.0, 12.0)
-        noisy = images + std * tf.random.stateless_normal(tf.shape(images), s[9])
-        images = pick(_chance(s[10], b, cfg.noise_prob), noisy, images)
+
+        def add_noise(sub, i):
+            return sub + tf.gather(std, i) * tf.random.stateless_normal(tf.shape(sub), s[9])
+
+        images = _on_subset(images, _chance(s[10], b, cfg.noise_prob), add_noise)
     if cfg.grey_prob > 0:
         weights = tf.constant([0.299, 0.587, 0.114])
-        grey = tf.repeat(tf.reduce_sum(images * weights, -1, keepdims=True), 3, -1)
-        images = pick(_chance(s[11], b, cfg.grey_prob), grey, images)
+        def to_grey(sub, i):
+            return tf.repeat(tf.reduce_sum(sub * weights, -1, keepdims=True), 3, -1)
+
+        images = _on_subset(images, _chance(s[11], b, cfg.grey_prob), to_grey)
     return tf.clip_by_value(images, 0.0, 255.0)
 
 
