@@ -9,7 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from fld.training import Distiller, argmax_decode, inter_ocular_nme
+from fld.codec import decode_ops
+from fld.training import Distiller, inter_ocular_nme
 
 K, E, S = 5, 2, 16
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,10 +134,10 @@ def test_separate_backbone_optimizer():
         assert same == w.path.startswith("stem/"), w.path
 
 
-def test_argmax_decode_and_nme_golden():
+def test_argmax_decode_and_validation_nme_golden():
     hm = np.zeros((1, 4, 6, 3), np.float32)
     hm[0, 1, 2, 0] = hm[0, 3, 5, 1] = hm[0, 0, 0, 2] = 1.0  # (row, col) -> (x, y) = (col, row)
-    pred = np.asarray(argmax_decode(hm))
+    pred = np.asarray(decode_ops(hm, "argmax"))
     np.testing.assert_array_equal(pred, [[[2, 1], [5, 3], [0, 0]]])
     target = pred + np.array([[[3.0, 4.0], [0.0, 0.0], [0.0, 0.0]]], np.float32)  # errors 5, 0, 0
     io = np.linalg.norm(target[0, 0] - target[0, 1])

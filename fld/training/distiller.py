@@ -37,19 +37,6 @@ from fld.codec import decode_ops
 from fld.losses import AAMLoss, HeatmapDistillationLoss, STARLoss
 
 
-def argmax_decode(heatmaps):
-    """Integer argmax of every channel: (B, H, W, K) -> (B, K, 2) heatmap pixels (x, y).
-
-    Kept for tests and comparisons; validation uses ``fld.codec.decode_ops`` (sub-pixel).
-    """
-    width = ops.shape(heatmaps)[2]
-    flat = ops.reshape(heatmaps, (ops.shape(heatmaps)[0], -1, ops.shape(heatmaps)[3]))
-    index = ops.argmax(flat, axis=1)  # (B, K)
-    x = ops.cast(index % width, "float32")
-    y = ops.cast(index // width, "float32")
-    return ops.stack([x, y], axis=-1)
-
-
 def inter_ocular_nme(pred, target, io_indices):
     """Per-sample NME (B,): mean point error / distance between target[io0] and target[io1]."""
     pred = ops.cast(pred, "float32")
