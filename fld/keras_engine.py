@@ -57,21 +57,29 @@ class KerasEngine:
         return np.asarray(outputs["fused"])
 
 
-def model_info_for(model, crop_scale: float = DEFAULT_CROP_SCALE):
-    """The runtime's ``ModelInfo`` describing a float Keras ``LandmarkDetector``."""
+def model_info_for(model, crop_scale: float = DEFAULT_CROP_SCALE,
+                   decode_method: str = "soft_argmax"):
+    """The runtime's ``ModelInfo`` describing a float Keras ``LandmarkDetector``.
+
+    ``decode_method`` defaults to ``soft_argmax``, the decode of the training's
+    validation NME (the fused map's mean, which STAR trains).
+    """
     from fld.runtime.detector import HAAR_BOX_MAPPINGS
     from fld.runtime.metadata import make_model_info
 
     mapping = HAAR_BOX_MAPPINGS.get(model.scheme.name)
     mapping = None if mapping is None else mapping.as_tuple()
     return make_model_info(model.scheme, image_size=model.image_size, quantization="none",
-                           crop_scale=crop_scale, box_mapping=mapping)
+                           crop_scale=crop_scale, decode_method=decode_method,
+                          box_mapping=mapping)
 
 
 def keras_landmarker(path: str, preset: str | None = None, image_size: int | None = None,
-                     scheme: str | None = None, detector=None):
+                     scheme: str | None = None, detector=None,
+                     decode_method: str = "soft_argmax"):
     """A ``fld.runtime.Landmarker`` running a Keras model file."""
     from fld.runtime.landmarker import Landmarker
 
     model = load_keras_model(path, preset, image_size, scheme)
-    return Landmarker.from_engine(KerasEngine(model), model_info_for(model), detector=detector)
+    info = model_info_for(model, decode_method=decode_method)
+    return Landmarker.from_engine(KerasEngine(model), info, detector=detector)

@@ -11,12 +11,14 @@ Prints one table per model (per sub-folder and overall, NME in percent); the las
 ``nme_io: N``: the overall mean inter-ocular NME (percent) of the first --model.
 """
 
+import dataclasses
 import os
 import sys
 
 from absl import app, flags
 
 from fld import evaluation
+from fld.codec import DECODE_METHODS
 from fld.data.readers import read_annotations
 from fld.schemes import get_scheme
 
@@ -32,6 +34,9 @@ flags.DEFINE_integer("limit", 0, "Evaluate at most this many faces (0 = all).")
 flags.DEFINE_integer("num_threads", 1, "Interpreter threads for .tflite models.")
 flags.DEFINE_string("preset", None, "Preset of a .weights.h5 model.")
 flags.DEFINE_integer("image_size", None, "Input size of a .weights.h5 model.")
+flags.DEFINE_enum("decode_method", None, list(DECODE_METHODS), "Host-side heatmap decoding "
+                  "for every model (default: a .tflite's own metadata; soft_argmax for Keras "
+                  "models, as in training). Force one to compare float and int8 alike.")
 flags.DEFINE_string("compare_dlib", None, "dlib 68-point shape predictor .dat file to add as "
                     "a side-by-side row (needs the optional dlib package).")
 flags.mark_flags_as_required(["model", "data_dir"])
@@ -43,10 +48,15 @@ def load_predictor(path: str):
     if path.endswith(".tflite"):
         from fld.runtime.landmarker import Landmarker
 
-        return Landmarker(path, num_threads=FLAGS.num_threads)
+        landmarker = Landmarker(path, num_threads=FLAGS.num_threads)
+        if FLAGS.decode_method:
+            landmarker.info = dataclasses.replace(landmarker.info,
+                                                  decode_method=FLAGS.decode_method)
+        return landmarker
     from fld.keras_engine import keras_landmarker
 
-    return keras_landmarker(path, FLAGS.preset, FLAGS.image_size, FLAGS.scheme)
+    return keras_landmarker(path, FLAGS.preset, FLAGS.image_size, FLAGS.scheme,
+                            decode_method=FLAGS.decode_method or "soft_argmax")
 
 
 def main(_):
