@@ -116,3 +116,17 @@ def test_cli_rejects_a_model_of_the_wrong_kind(tmp_path, data_300w):
          "--data_dir", os.path.join(data_300w, "afw"), "--limit", "2"],
         capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode != 0 and "notes.keras" in proc.stderr
+
+
+def test_cli_names_two_runs_best_models_by_path(tiny_model_path, data_300w, tmp_path):
+    import shutil
+
+    other = tmp_path / "run2" / os.path.basename(tiny_model_path)
+    other.parent.mkdir()
+    shutil.copy(tiny_model_path, other)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "evaluate.py"), "--model", tiny_model_path,
+         "--model", str(other), "--data_dir", os.path.join(data_300w, "afw"), "--limit", "2"],
+        capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert os.path.normpath(tiny_model_path) in proc.stdout and str(other) in proc.stdout

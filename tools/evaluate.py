@@ -66,7 +66,12 @@ def main(_):
     records = records[FLAGS.offset::max(1, FLAGS.every)]
     if FLAGS.limit:
         records = records[: FLAGS.limit]
-    predictors = {os.path.basename(p): load_predictor(p) for p in FLAGS.model}
+    if len(set(FLAGS.model)) != len(FLAGS.model):
+        sys.exit("evaluate.py: error: the same --model is given twice")
+    names = [os.path.basename(p) for p in FLAGS.model]
+    if len(set(names)) != len(names):  # e.g. two runs' best.keras: name them by path
+        names = [os.path.normpath(p) for p in FLAGS.model]
+    predictors = {name: load_predictor(p) for name, p in zip(names, FLAGS.model)}
     for name, predictor in predictors.items():
         if predictor.scheme.num_points != scheme.num_points:
             sys.exit(f"evaluate.py: error: {name} predicts {predictor.scheme.num_points} "
