@@ -11,7 +11,7 @@ sorted by path, so every subset is represented), and the faces held out to check
 converted model are never among the calibration faces.
 
     records = read_calibration_records("../shared/data/300w/train", scheme)
-    calibration, held_out = split_records(records, 300, 50)
+    calibration, held_out = pick_calibration_faces(records, 300, 50)
     crops = face_crops(calibration, image_size=256)   # [(1, 256, 256, 3) float32]
 
 Numpy and OpenCV only (no TensorFlow).
@@ -58,8 +58,8 @@ def spread_indices(total: int, count: int) -> np.ndarray:
     return np.floor((np.arange(count) + 0.5) * total / max(count, 1)).astype(int)
 
 
-def split_records(records: Sequence[Record], num_calibration: int,
-                  num_held_out: int) -> tuple[list[Record], list[Record]]:
+def pick_calibration_faces(records: Sequence[Record], num_calibration: int,
+                           num_held_out: int) -> tuple[list[Record], list[Record]]:
     """Disjoint (calibration, held-out) faces, both spread over ``records``.
 
     With fewer records than asked for, the held-out set shrinks to a fifth of them

@@ -52,7 +52,7 @@ def student(faces_dir, tmp_path_factory):
     keras.utils.set_random_seed(0)
     model = models.LandmarkDetector(preset="mobilevitv2_050", image_size=SIZE, scheme=SCHEME)
     records = calibration.read_calibration_records(faces_dir, SCHEME)
-    faces, _ = calibration.split_records(records, 16, 0)
+    faces, _ = calibration.pick_calibration_faces(records, 16, 0)
     batch = np.concatenate(calibration.face_crops(faces, SIZE, progress=False))
     for _ in range(30):
         model(batch, training=True)
@@ -69,7 +69,7 @@ def converted_vs_float(tflite_path, model, faces_dir):
 
     landmarker, engine = Landmarker(tflite_path), KerasEngine(model)
     records = calibration.read_calibration_records(faces_dir, SCHEME)
-    calibration_faces, held_out = calibration.split_records(records, NUM_CALIBRATION, NUM_CHECK)
+    calibration_faces, held_out = calibration.pick_calibration_faces(records, NUM_CALIBRATION, NUM_CHECK)
     assert not {r.image_path for r in calibration_faces} & {r.image_path for r in held_out}
     diffs = []
     for record in held_out:
@@ -162,15 +162,15 @@ def test_split_is_deterministic_disjoint_and_spread():
     from fld.data.records import Record
 
     records = [Record(f"{i:03d}.jpg", np.ones((5, 2), np.float32)) for i in range(240)]
-    calibration_faces, held_out = calibration.split_records(records, 100, 20)
-    again = calibration.split_records(records, 100, 20)
+    calibration_faces, held_out = calibration.pick_calibration_faces(records, 100, 20)
+    again = calibration.pick_calibration_faces(records, 100, 20)
     assert (len(calibration_faces), len(held_out)) == (100, 20)
     cal_idx = [int(r.image_path[:3]) for r in calibration_faces]
     held_idx = [int(r.image_path[:3]) for r in held_out]
     assert len(set(cal_idx)) == 100 and not set(cal_idx) & set(held_idx)
     assert cal_idx == [int(r.image_path[:3]) for r in again[0]]
     assert cal_idx[0] < 5 and cal_idx[-1] > 230 and held_idx[-1] > 200  # spread
-    small_cal, small_held = calibration.split_records(records[:10], 300, 50)
+    small_cal, small_held = calibration.pick_calibration_faces(records[:10], 300, 50)
     assert (len(small_cal), len(small_held)) == (8, 2)
 
 

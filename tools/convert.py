@@ -174,7 +174,7 @@ def run() -> str:
         raise ConvertError("--quantize int8 needs --calibration_dir (annotated real faces)")
     if FLAGS.calibration_dir:
         records = calibration.read_calibration_records(FLAGS.calibration_dir, model.scheme)
-        calibration_faces, held_out = calibration.split_records(
+        calibration_faces, held_out = calibration.pick_calibration_faces(
             records, FLAGS.num_calibration, FLAGS.num_check)
         print(f"{FLAGS.calibration_dir}: {len(records)} faces; calibration "
               f"{len(calibration_faces) if quantize == 'int8' else 0}, check {len(held_out)}")

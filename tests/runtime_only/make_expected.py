@@ -41,7 +41,7 @@ def build_student(path: str, data_dir: str) -> None:
     model = models.LandmarkDetector(preset="mobilevitv2_050", image_size=IMAGE_SIZE,
                                     scheme=SCHEME)
     records = calibration.read_calibration_records(data_dir, SCHEME)
-    faces, _ = calibration.split_records(records, 16, 0)
+    faces, _ = calibration.pick_calibration_faces(records, 16, 0)
     batch = np.concatenate(calibration.face_crops(faces, IMAGE_SIZE, progress=False))
     for _ in range(30):
         model(batch, training=True)
@@ -64,7 +64,7 @@ def main(out_dir: str, data_dir: str) -> None:
 
     landmarker = Landmarker(tflite_path, runtime="ai_edge_litert")
     records = calibration.read_calibration_records(data_dir, SCHEME)
-    _, held_out = calibration.split_records(records, 64, NUM_FACES)
+    _, held_out = calibration.pick_calibration_faces(records, 64, NUM_FACES)
     paths, boxes, landmarks, raw = [], [], [], []
     for record in held_out:
         image = calibration.read_rgb(record.image_path)
