@@ -299,6 +299,20 @@ def convert_68_to_51(landmarks: np.ndarray) -> np.ndarray:
 
 # Conversions between schemes, keyed by (source K, target scheme name).
 CONVERSIONS = {(68, "pair_51"): convert_68_to_51}
+# Schemes that are a subset of another's points: (source, target) -> source indices.
+POINT_SUBSETS = {("300w_68", "pair_51"): _KEEP_51}
+
+
+def subset_indices(source: Scheme, target: Scheme) -> np.ndarray:
+    """Indices of ``target``'s points among ``source``'s (e.g. 300w_68 -> pair_51: 17..67)."""
+    if source == target:
+        return np.arange(source.num_points)
+    indices = POINT_SUBSETS.get((source.name, target.name))
+    if indices is None:
+        known = ", ".join(f"{a} -> {b}" for a, b in POINT_SUBSETS)
+        raise ValueError(f"scheme {target.name!r} is not a subset of {source.name!r}'s points "
+                         f"(known: {known})")
+    return indices.copy()
 
 
 def adapt_landmarks(landmarks: np.ndarray, scheme: Scheme, source: str = "") -> np.ndarray:

@@ -4,10 +4,11 @@
         --calibration_dir ../shared/data/300w/train --output student_int8.tflite
     python tools/convert.py --checkpoint best.weights.h5 --model mobilevitv2_050 \\
         --image_size 256 --scheme 300w_68 --quantize float16 --output student_fp16.tflite
+    python tools/convert.py --checkpoint work/student/best.keras --points pair_51 ...  # 51 of 68
 
 Steps:
 1. load the Keras ``LandmarkDetector`` (``.keras``; or ``.weights.h5`` with ``--model``,
-   ``--image_size`` and ``--scheme``);
+   ``--image_size`` and ``--scheme``); ``--points`` keeps a subset scheme's channels;
 2. pick faces of ``--calibration_dir`` (any folder / file ``read_annotations`` reads),
    deterministically spread over it: ``--num_calibration`` to calibrate int8 and
    ``--num_check`` other faces held out to check the result;
@@ -54,6 +55,8 @@ flags.DEFINE_alias("preset", "model")
 flags.DEFINE_integer("image_size", None, ".weights.h5 only: the model's input size.")
 flags.DEFINE_string("scheme", None, "Landmark scheme (.weights.h5: required; .keras: "
                     "checked against the model's).")
+flags.DEFINE_string("points", None, "Export only a subset scheme of the model's points, "
+                    "e.g. pair_51 from a 300w_68 model (the same network, 51 output channels).")
 flags.DEFINE_float("crop_scale", DEFAULT_CROP_SCALE, "The crop rule's margin the model was "
                    "trained with (stored in the metadata).")
 flags.DEFINE_enum("decode_method", "auto", ["auto"] + list(DECODE_METHODS),
@@ -90,6 +93,13 @@ def load_model():
             raise ConvertError(f"{path}: the model predicts scheme {model.scheme.name!r} "
                                f"({model.scheme.num_points} points), not --scheme "
                                f"{FLAGS.scheme!r}")
+    if FLAGS.points:
+        from fld.models import select_points
+
+        try:
+            model = select_points(model, FLAGS.points)
+        except ValueError as e:
+            raise ConvertError(f"{path}: --points {FLAGS.points}: {e}") from None
     return model
 
 

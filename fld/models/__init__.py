@@ -6,12 +6,14 @@ generator with the AAM heads, and ``LandmarkDetector`` built from a preset name.
     fld.models.list_presets()
 """
 
-from fld.models.detector import PRESETS, LandmarkDetector, build_backbone, list_presets
+from fld.models.detector import (
+    PRESETS, LandmarkDetector, build_backbone, list_presets, select_points,
+)
 from fld.models.heads import DECODERS, heatmap_generator
 from fld.models.mobilevitv2 import MobileViTV2Backbone
 from fld.models.swinv2 import SwinV2Backbone
 
 __all__ = [
     "DECODERS", "PRESETS", "LandmarkDetector", "MobileViTV2Backbone", "SwinV2Backbone",
-    "build_backbone", "heatmap_generator", "list_presets",
+    "build_backbone", "heatmap_generator", "list_presets", "select_points",
 ]

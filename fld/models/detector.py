@@ -10,7 +10,7 @@ import keras
 from fld.models.heads import heatmap_generator
 from fld.models.mobilevitv2 import MOBILEVITV2_PRESETS, MobileViTV2Backbone
 from fld.models.swinv2 import SWINV2_PRESETS, SwinV2Backbone
-from fld.schemes import Edge, Scheme, get_scheme
+from fld.schemes import Edge, Scheme, get_scheme, subset_indices
 
 BACKBONES = {"swinv2": SwinV2Backbone, "mobilevitv2": MobileViTV2Backbone}
 
@@ -117,3 +117,19 @@ def _is_builtin(name: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def select_points(model: LandmarkDetector, scheme) -> keras.Model:
+    """``model`` restricted to a subset scheme of its points (e.g. pair_51 from 300w_68).
+
+    The AAM heads work per landmark channel (instance norm, mask and fusion), so keeping
+    the subset's channels of ``fused`` gives exactly what the full model predicts for those
+    points. Returns a functional model with the one output ``{"fused": ...}`` and a
+    ``scheme`` attribute, which ``fld.export`` and ``fld.keras_engine`` accept.
+    """
+    target = _scheme_from_config(scheme)
+    indices = [int(i) for i in subset_indices(model.scheme, target)]
+    fused = keras.ops.take(model.output["fused"], indices, axis=-1)
+    subset = keras.Model(model.inputs[0], {"fused": fused}, name=f"{model.name}_{target.name}")
+    subset.scheme = target
+    return subset
