@@ -47,6 +47,9 @@ flags.DEFINE_string("calibration_dir", None, "Annotated faces (.pts folder, .csv
                     ".txt): int8 calibration and the float-vs-converted check.")
 flags.DEFINE_string("output", None, "The .tflite file to write.")
 flags.DEFINE_integer("num_calibration", 300, "Faces used to calibrate int8.")
+flags.DEFINE_integer("holdout_every", 0, "Leave training's validation split (every N-th face "
+                     "by path, as tools/train.py --val_every) out of calibration and "
+                     "checking, so that it stays unseen (0: use every face).")
 flags.DEFINE_integer("num_check", 50, "Other faces (not calibration ones) used to compare "
                      "the converted model with the float Keras model (0: skip).")
 flags.DEFINE_enum("input_type", "int8", ["int8", "uint8"], "int8 models: input/output type.")
@@ -184,9 +187,15 @@ def run() -> str:
         raise ConvertError("--quantize int8 needs --calibration_dir (annotated real faces)")
     if FLAGS.calibration_dir:
         records = calibration.read_calibration_records(FLAGS.calibration_dir, model.scheme)
+        if FLAGS.holdout_every:
+            from fld.data.records import split_records
+
+            records, _ = split_records(records, FLAGS.holdout_every)
         calibration_faces, held_out = calibration.pick_calibration_faces(
             records, FLAGS.num_calibration, FLAGS.num_check)
-        print(f"{FLAGS.calibration_dir}: {len(records)} faces; calibration "
+        left_out = (f" (every {FLAGS.holdout_every}th face left out)"
+                    if FLAGS.holdout_every else "")
+        print(f"{FLAGS.calibration_dir}: {len(records)} faces{left_out}; calibration "
               f"{len(calibration_faces) if quantize == 'int8' else 0}, check {len(held_out)}")
     crops = None
     if quantize == "int8":

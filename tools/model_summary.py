@@ -17,7 +17,6 @@ The last line is exactly ``macs: N params: N``.
 
 from __future__ import annotations
 
-import collections
 import os
 import sys
 
@@ -32,50 +31,10 @@ flags.DEFINE_string("scheme", "300w_68", "landmark scheme name or JSON path")
 flags.DEFINE_string("decoder", None, "decoder override: transposed, nearest or fpn")
 
 
-def layer_macs(layer) -> tuple[str, int]:
-    """(kind, MACs per image) of one non-model layer; kind is None when not counted."""
-    import keras
-    import numpy as np
-
-    if hasattr(layer, "count_macs"):
-        return type(layer).__name__, int(layer.count_macs())
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        out = layer.output.shape
-        kh, kw = layer.kernel_size
-        return "DepthwiseConv2D", int(np.prod(out[1:])) * kh * kw
-    if isinstance(layer, keras.layers.Conv2DTranspose):
-        inp = layer.input.shape
-        kh, kw = layer.kernel_size
-        return "Conv2DTranspose", int(np.prod(inp[1:])) * kh * kw * layer.filters
-    if isinstance(layer, keras.layers.Conv2D):
-        out = layer.output.shape
-        kh, kw = layer.kernel_size
-        in_c = layer.input.shape[-1] // layer.groups
-        return "Conv2D", int(np.prod(out[1:])) * kh * kw * in_c
-    if isinstance(layer, keras.layers.Dense):
-        inp = layer.input.shape
-        return "Dense", int(np.prod(inp[1:])) * layer.units
-    return None, 0
-
-
-def count_macs(model) -> collections.Counter:
-    """MACs per image by layer kind, recursing into nested functional models."""
-    import keras
-
-    totals = collections.Counter()
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            totals.update(count_macs(layer))
-            continue
-        kind, macs = layer_macs(layer)
-        if kind:
-            totals[kind] += macs
-    return totals
-
-
 def main(argv):
     del argv
     import fld.models
+    from fld.models.macs import count_macs
 
     model = fld.models.LandmarkDetector(preset=FLAGS.model, image_size=FLAGS.image_size,
                                         scheme=FLAGS.scheme, decoder=FLAGS.decoder)
