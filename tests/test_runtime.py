@@ -255,13 +255,13 @@ def test_wrong_models_give_clear_errors(tiny, tmp_path):
         Landmarker(str(text))
 
 
-def test_default_model_absent_is_a_clear_error():
-    from fld.runtime import DEFAULT_MODEL_PATH, Landmarker
+def test_default_model_absent_is_a_clear_error(monkeypatch, tmp_path):
+    import fld.runtime.landmarker as landmarker_module
 
-    if os.path.isfile(DEFAULT_MODEL_PATH):
-        pytest.skip("a default model is bundled")
-    with pytest.raises(FileNotFoundError, match="default model .* does not exist yet"):
-        Landmarker()
+    missing = str(tmp_path / "default_68.tflite")
+    monkeypatch.setattr(landmarker_module, "DEFAULT_MODEL_PATH", missing)
+    with pytest.raises(FileNotFoundError, match="default model .*default_68.tflite is missing"):
+        landmarker_module.Landmarker()
 
 
 def test_runtime_runs_without_tensorflow_or_keras(tiny, real_records):

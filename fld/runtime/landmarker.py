@@ -70,8 +70,9 @@ class Landmarker:
             model_path = DEFAULT_MODEL_PATH
             if not os.path.isfile(model_path):
                 raise FileNotFoundError(
-                    f"the bundled default model {model_path} does not exist yet (no trained "
-                    f"model has been shipped): pass model_path= a .tflite exported by fld")
+                    f"the bundled default model {model_path} is missing (a partial checkout "
+                    f"or install?): reinstall fld, or pass model_path= a .tflite exported "
+                    f"by fld")
         model = TFLiteModel(model_path, num_threads=num_threads, runtime=runtime)
         info = read_model_info(model.model_bytes, source=str(model_path))
         model.check_shapes(info.image_size, info.heatmap_size, info.num_points)
