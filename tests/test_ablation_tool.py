@@ -10,7 +10,8 @@ from tests.conftest import REPO
 
 @pytest.mark.parametrize("row, message", [
     ("no-equals-sign", "expected NAME=MODEL.tflite:SOURCE.keras"),
-    ("x=model.keras:model.tflite", "is not a .tflite file"),
+    ("x=model.tflite", "expected NAME=MODEL.tflite:SOURCE.keras"),
+    ("x=model.pb:model.keras", "is not a .tflite or .keras file"),
     ("x=missing.tflite:missing.keras", "missing.tflite not found"),
 ])
 def test_bad_rows_exit_with_a_message(row, message):

@@ -4,12 +4,14 @@
         --row "teacher=runs/default/teacher_fp32.tflite:runs/default/teacher/best.keras" \\
         --row "student int8=runs/default/student_int8.tflite:runs/default/student/best.keras"
 
-Each ``--row NAME=TFLITE:KERAS`` names a converted model (scored and timed) and the Keras
-model it came from (parameters and MACs, ``fld.models.macs``). Every model is scored on
-the same faces (every ``--every``-th face by path from ``--offset``: the validation split
-of tools/train.py) through the runtime (``fld.runtime.Landmarker``, GT-box crops, each
-file's own stored decode), and timed by ``tools/benchmark.py`` (1 thread by default;
-median latency of crop + invoke + decode). Prints a Markdown table; with
+Each ``--row NAME=MODEL.tflite:SOURCE.keras`` names a converted model (scored, sized and
+timed) and the Keras model it came from (parameters and MACs, ``fld.models.macs``);
+``--row NAME=MODEL.keras`` scores a Keras model itself (no file size or latency: e.g. a
+teacher that is never deployed). Every model is scored on the same faces (every
+``--every``-th face by path from ``--offset``: the validation split of tools/train.py)
+through the runtime's code (``fld.runtime.Landmarker``, GT-box crops; decode: a .tflite's
+stored one, soft-argmax for Keras models, or ``--decode_method`` for all), and timed by
+``tools/benchmark.py`` (1 thread by default; median latency of crop + invoke + decode). Prints a Markdown table; with
 ``--output`` also writes it atomically.
 """
 
@@ -26,7 +28,11 @@ flags.DEFINE_string("data_dir", None, "Annotated faces (.pts folder, .csv or WFL
 flags.DEFINE_string("scheme", "300w_68", "Landmark scheme of the annotations.")
 flags.DEFINE_integer("every", 10, "Score every N-th face by path (the validation split).")
 flags.DEFINE_integer("offset", 0, "Which face of each group of --every.")
-flags.DEFINE_multi_string("row", [], "NAME=MODEL.tflite:SOURCE.keras (repeat).")
+flags.DEFINE_multi_string("row", [], "NAME=MODEL.tflite:SOURCE.keras or NAME=MODEL.keras "
+                          "(repeat).")
+flags.DEFINE_enum("decode_method", None, ["argmax", "soft_argmax", "local_soft_argmax",
+                                          "parabola"],
+                  "Decode every model this way (default: each model's own).")
 flags.DEFINE_integer("threads", 1, "Interpreter threads for scoring and timing.")
 flags.DEFINE_integer("runs", 200, "Timed runs per model (tools/benchmark.py --runs).")
 flags.DEFINE_string("output", None, "Also write the table (Markdown) here.")
@@ -43,16 +49,21 @@ class AblationError(Exception):
 
 
 def parse_row(text: str) -> tuple[str, str, str]:
+    """``NAME=MODEL.tflite:SOURCE.keras`` or ``NAME=MODEL.keras`` -> (name, model, source)."""
     name, sep, paths = text.partition("=")
-    tflite, sep2, keras_path = paths.partition(":")
-    if not (sep and sep2 and name.strip()):
-        raise AblationError(f"--row {text!r}: expected NAME=MODEL.tflite:SOURCE.keras")
-    for path, suffix in ((tflite, ".tflite"), (keras_path, ".keras")):
-        if not path.endswith(suffix):
-            raise AblationError(f"--row {text!r}: {path!r} is not a {suffix} file")
+    model, _, source = paths.partition(":")
+    if model.endswith(".keras") and not source:
+        source = model
+    if not (sep and name.strip() and source):
+        raise AblationError(f"--row {text!r}: expected NAME=MODEL.tflite:SOURCE.keras or "
+                            f"NAME=MODEL.keras")
+    for path, suffixes in ((model, (".tflite", ".keras")), (source, (".keras",))):
+        if not path.endswith(suffixes):
+            raise AblationError(f"--row {text!r}: {path!r} is not a {' or '.join(suffixes)} "
+                                f"file")
         if not os.path.isfile(path):
             raise AblationError(f"--row {text!r}: {path} not found")
-    return name.strip(), tflite, keras_path
+    return name.strip(), model, source
 
 
 def size_and_macs(keras_path: str) -> tuple[int, int]:
@@ -75,11 +86,20 @@ def latency_ms(tflite: str) -> float:
     return float(found.group(1))
 
 
-def score(tflite: str, records, scheme) -> tuple[dict, str]:
+def score(path: str, records, scheme) -> tuple[dict, str]:
+    import dataclasses
+
     from fld import evaluation
+    from fld.keras_engine import keras_landmarker
     from fld.runtime import Landmarker
 
-    landmarker = Landmarker(tflite, num_threads=FLAGS.threads)
+    if path.endswith(".keras"):
+        landmarker = keras_landmarker(path, decode_method=FLAGS.decode_method or "soft_argmax")
+    else:
+        landmarker = Landmarker(path, num_threads=FLAGS.threads)
+        if FLAGS.decode_method:
+            landmarker.info = dataclasses.replace(landmarker.info,
+                                                  decode_method=FLAGS.decode_method)
     results = evaluation.evaluate(records, landmarker, scheme, "gt")
     overall = evaluation.summary_rows(results)[-1]
     return overall, landmarker.info.decode_method
@@ -100,13 +120,15 @@ def main(argv):
         if not records:
             raise AblationError(f"{FLAGS.data_dir}: no faces to score")
         lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        for name, tflite, keras_path in rows:
-            overall, decode = score(tflite, records, scheme)
+        for name, model, keras_path in rows:
+            overall, decode = score(model, records, scheme)
             params, macs = size_and_macs(keras_path)
+            tflite = model.endswith(".tflite")
             cells = [name, f"{overall['nme_io_mean']:.2f}", f"{overall['fr_10']:.2f}",
                      f"{overall['auc_10']:.4f}", f"{params / 1e6:.2f} M",
-                     f"{macs / 1e9:.3f} G", f"{os.path.getsize(tflite) / 2**20:.2f} MiB",
-                     decode, f"{latency_ms(tflite):.2f}"]
+                     f"{macs / 1e9:.3f} G",
+                     f"{os.path.getsize(model) / 2**20:.2f} MiB" if tflite else "-",
+                     decode, f"{latency_ms(model):.2f}" if tflite else "-"]
             lines.append("| " + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
     except AblationError as e:
