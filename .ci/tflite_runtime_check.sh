@@ -9,7 +9,8 @@
 #    no TensorFlow, no Keras.
 # 3. There, with PYTHONPATH=the repo: (a) pytest tests/runtime_only (TF absent, the int8
 #    model's predictions vs the stored ones); (b) tools/predict.py --save_pts on a real
-#    image, checking the .pts file is written and matches ai-edge-litert's landmarks.
+#    image, checking the .pts file is written and matches ai-edge-litert's landmarks;
+#    (c) the bundled default model: its accuracy test and tools/predict.py with no --model.
 # Usage: .ci/tflite_runtime_check.sh   (after .ci/run has built .venv; FLD_DATA overrides
 # the face folder, default ../shared/data/300w/train/afw).
 set -euo pipefail
@@ -65,5 +66,11 @@ close = float((np.linalg.norm(got - want, axis=-1) <= 2.0).mean())
 assert close >= 0.6, f"{sys.argv[1]}: only {close:.0%} of points within 2 px of ai-edge-litert's"
 print(f"tools/predict.py: {sys.argv[1]} written, {close:.0%} of points within 2 px of ai-edge-litert's")
 PY
+# the bundled default model (no --model) on the bundled photo
+rm -rf "$OUT/predict_default"
+"$VENV/bin/python" tools/predict.py --input data/sample_300w/helen_126968967_1.jpg \
+    --output_dir "$OUT/predict_default" --save_pts
+[ -s "$OUT/predict_default/helen_126968967_1.pts" ] || {
+    echo "tflite_runtime_check: the default model wrote no .pts for the bundled photo" >&2; exit 1; }
 echo "tflite_runtime_check passed: artefacts $((step1 - start)) s, venv $((step2 - step1)) s," \
      "runtime checks $((SECONDS - step2)) s"

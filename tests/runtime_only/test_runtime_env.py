@@ -103,3 +103,15 @@ def test_landmarks_match_ai_edge_litert(landmarker, expected):
     assert np.mean(steps) <= MAX_MEAN_OUTPUT_STEPS
     assert np.median(diffs) <= MEDIAN_TOLERANCE_PX and within >= MIN_FRACTION_WITHIN
     assert clear.sum() >= 10 and diffs[clear].max() <= CLEAR_PEAK_TOLERANCE_PX
+
+
+def test_bundled_default_model_under_tflite_runtime():
+    """The shipped int8 model, loaded with no path, on the bundled held-out faces."""
+    from fld.runtime import Landmarker
+    from tests import default_model_check as check
+
+    landmarker = Landmarker()
+    assert landmarker.model.runtime == "tflite_runtime"
+    nme, _ = check.sample_results(landmarker)
+    assert nme.mean() < check.MAX_MEAN_NME_IO, f"mean NME io {nme.mean():.4f}"
+    assert check.photo_nme(landmarker) < check.MAX_PHOTO_NME_IO
