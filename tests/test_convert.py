@@ -184,3 +184,42 @@ def test_face_crops_use_the_crop_rule(real_records):
                         SIZE)
     assert crop.shape == (1, SIZE, SIZE, 3) and crop.dtype == np.float32
     np.testing.assert_allclose(crop[0], normalize_image(want.astype(np.float32)), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def student_68(tmp_path_factory):
+    """A random-weight 68-point student at 64 px, saved as .keras."""
+    import keras
+
+    import fld.models as models
+
+    keras.utils.set_random_seed(0)
+    model = models.LandmarkDetector(preset="mobilevitv2_050", image_size=SIZE, scheme="300w_68")
+    path = str(tmp_path_factory.mktemp("student68") / "student68.keras")
+    model.save(path)
+    return path
+
+
+def test_points_subset_and_holdout(student_68, tmp_path):
+    """--points pair_51 exports 51 channels of a 68-point model; --holdout_every leaves the
+    validation split out of calibration and checking (bundled faces: no skip)."""
+    from fld.runtime import Landmarker
+
+    out = str(tmp_path / "m51.tflite")
+    done = run_convert("--checkpoint", student_68, "--quantize", "float16", "--points",
+                       "pair_51", "--calibration_dir", "data/sample_300w", "--holdout_every",
+                       "10", "--num_check", "4", "--decode_method", "soft_argmax",
+                       "--output", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "data/sample_300w: 54 faces (every 10th face left out)" in done.stdout
+    landmarker = Landmarker(out)
+    assert landmarker.scheme.name == "pair_51"
+    assert landmarker.model.output_shape[-1] == 51
+
+
+def test_points_that_are_not_a_subset_are_an_error(student_68, tmp_path):
+    done = run_convert("--checkpoint", student_68, "--quantize", "none", "--points", "wflw_98",
+                       "--output", str(tmp_path / "x.tflite"))
+    assert done.returncode == 1
+    assert "not a subset" in done.stderr and "--points wflw_98" in done.stderr
+    assert not (tmp_path / "x.tflite").exists()
