@@ -43,6 +43,28 @@ class FaceResult:
         return self.pred is not None
 
 
+def load_predictor(path: str, decode_method: str | None = None, num_threads: int = 1,
+                   preset: str | None = None, image_size: int | None = None,
+                   scheme: str | None = None):
+    """A runtime ``Landmarker`` for a ``.tflite`` file or a Keras model file.
+
+    ``decode_method`` overrides the host-side decode (default: a ``.tflite``'s stored one;
+    soft-argmax for Keras models, as training's validation decodes). ``preset``,
+    ``image_size`` and ``scheme`` are needed for ``.weights.h5`` files only.
+    """
+    if path.endswith(".tflite"):
+        from fld.runtime.landmarker import Landmarker
+
+        landmarker = Landmarker(path, num_threads=num_threads)
+        if decode_method:
+            landmarker.info = dataclasses.replace(landmarker.info, decode_method=decode_method)
+        return landmarker
+    from fld.keras_engine import keras_landmarker
+
+    return keras_landmarker(path, preset, image_size, scheme,
+                            decode_method=decode_method or "soft_argmax")
+
+
 def match_detection(detections, gt_box, min_iou: float = 0.3):
     """The detected face whose predicted landmark box overlaps ``gt_box`` most, or None."""
     if not detections:

@@ -24,14 +24,15 @@ import sys
 
 from absl import app, flags
 
+from fld.codec import DECODE_METHODS
+
 flags.DEFINE_string("data_dir", None, "Annotated faces (.pts folder, .csv or WFLW .txt).")
 flags.DEFINE_string("scheme", "300w_68", "Landmark scheme of the annotations.")
 flags.DEFINE_integer("every", 10, "Score every N-th face by path (the validation split).")
 flags.DEFINE_integer("offset", 0, "Which face of each group of --every.")
 flags.DEFINE_multi_string("row", [], "NAME=MODEL.tflite:SOURCE.keras or NAME=MODEL.keras "
                           "(repeat).")
-flags.DEFINE_enum("decode_method", None, ["argmax", "soft_argmax", "local_soft_argmax",
-                                          "parabola"],
+flags.DEFINE_enum("decode_method", None, list(DECODE_METHODS),
                   "Decode every model this way (default: each model's own).")
 flags.DEFINE_integer("threads", 1, "Interpreter threads for scoring and timing.")
 flags.DEFINE_integer("runs", 200, "Timed runs per model (tools/benchmark.py --runs).")
@@ -87,19 +88,9 @@ def latency_ms(tflite: str) -> float:
 
 
 def score(path: str, records, scheme) -> tuple[dict, str]:
-    import dataclasses
-
     from fld import evaluation
-    from fld.keras_engine import keras_landmarker
-    from fld.runtime import Landmarker
 
-    if path.endswith(".keras"):
-        landmarker = keras_landmarker(path, decode_method=FLAGS.decode_method or "soft_argmax")
-    else:
-        landmarker = Landmarker(path, num_threads=FLAGS.threads)
-        if FLAGS.decode_method:
-            landmarker.info = dataclasses.replace(landmarker.info,
-                                                  decode_method=FLAGS.decode_method)
+    landmarker = evaluation.load_predictor(path, FLAGS.decode_method, FLAGS.threads)
     results = evaluation.evaluate(records, landmarker, scheme, "gt")
     overall = evaluation.summary_rows(results)[-1]
     return overall, landmarker.info.decode_method

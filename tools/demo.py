@@ -30,8 +30,9 @@ import time
 
 from absl import app, flags
 
+from fld.runtime.landmarker import DEFAULT_MODEL_PATH
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_MODEL = os.path.join("fld", "runtime", "assets", "default_68.tflite")
 SAMPLE_DIR = os.path.join("data", "sample_300w")
 PHOTO = os.path.join(SAMPLE_DIR, "helen_126968967_1.jpg")
 
@@ -55,7 +56,7 @@ def run(step: str, argv: list[str]) -> float:
 
 
 def main(_):
-    for needed in (DEFAULT_MODEL, FLAGS.photo, SAMPLE_DIR):
+    for needed in (DEFAULT_MODEL_PATH, FLAGS.photo, SAMPLE_DIR):
         if not os.path.exists(os.path.join(ROOT, needed)):
             raise SystemExit(f"demo: {needed} is missing (a partial checkout?)")
     out = FLAGS.output_dir
@@ -82,7 +83,7 @@ def main(_):
         "--num_check", "12", "--output", demo_model])
     report = os.path.join(out, "report")
     times["evaluation"] = run("both int8 models on the 12 held-out sample faces", [
-        "tools/evaluate.py", "--model", DEFAULT_MODEL, "--model", demo_model,
+        "tools/evaluate.py", "--model", DEFAULT_MODEL_PATH, "--model", demo_model,
         "--data_dir", SAMPLE_DIR, "--every", "5", "--offset", "0", "--report_dir", report])
     print("\n=== done")
     for step, seconds in times.items():

@@ -11,7 +11,6 @@ Prints one table per model (per sub-folder and overall, NME in percent); the las
 ``nme_io: N``: the overall mean inter-ocular NME (percent) of the first --model.
 """
 
-import dataclasses
 import os
 import sys
 
@@ -43,22 +42,6 @@ flags.mark_flags_as_required(["model", "data_dir"])
 FLAGS = flags.FLAGS
 
 
-def load_predictor(path: str):
-    """A runtime ``Landmarker`` for a .tflite file or a Keras model file."""
-    if path.endswith(".tflite"):
-        from fld.runtime.landmarker import Landmarker
-
-        landmarker = Landmarker(path, num_threads=FLAGS.num_threads)
-        if FLAGS.decode_method:
-            landmarker.info = dataclasses.replace(landmarker.info,
-                                                  decode_method=FLAGS.decode_method)
-        return landmarker
-    from fld.keras_engine import keras_landmarker
-
-    return keras_landmarker(path, FLAGS.preset, FLAGS.image_size, FLAGS.scheme,
-                            decode_method=FLAGS.decode_method or "soft_argmax")
-
-
 def main(_):
     scheme = get_scheme(FLAGS.scheme)
     records = sorted(read_annotations(FLAGS.data_dir, scheme=scheme),
@@ -71,7 +54,9 @@ def main(_):
     names = [os.path.basename(p) for p in FLAGS.model]
     if len(set(names)) != len(names):  # e.g. two runs' best.keras: name them by path
         names = [os.path.normpath(p) for p in FLAGS.model]
-    predictors = {name: load_predictor(p) for name, p in zip(names, FLAGS.model)}
+    predictors = {name: evaluation.load_predictor(p, FLAGS.decode_method, FLAGS.num_threads,
+                                                  FLAGS.preset, FLAGS.image_size, FLAGS.scheme)
+                  for name, p in zip(names, FLAGS.model)}
     for name, predictor in predictors.items():
         if predictor.scheme.num_points != scheme.num_points:
             sys.exit(f"evaluate.py: error: {name} predicts {predictor.scheme.num_points} "

@@ -2,16 +2,7 @@
 
     python tools/model_summary.py --model mobilevitv2_050 --image_size 256 --scheme 300w_68
 
-What is counted (one MAC = one multiply + add, for a single image):
-- Conv2D: out_h * out_w * out_c * k_h * k_w * in_c / groups;
-- DepthwiseConv2D: out_h * out_w * channels * multiplier * k_h * k_w;
-- Conv2DTranspose: in_h * in_w * in_c * k_h * k_w * out_c;
-- Dense: tokens * in * out;
-- layers with ``count_macs()``: attention (qkv/proj weights, q.k^T and attn.v matmuls,
-  the SwinV2 position-bias MLP), separable-attention weighted sums, instance-norm
-  multiplies, the AAM's fixed 1x1 transform.
-Not counted: BatchNorm (folded into the preceding conv at export), activations,
-residual adds, softmax, LayerNorm, resizes and reshapes.
+What is counted and what is not: ``fld.models.macs``.
 The last line is exactly ``macs: N params: N``.
 """
 
