@@ -145,3 +145,38 @@ def test_uint8_interface():
     interpreter = Interpreter(model_content=tflite)
     assert interpreter.get_input_details()[0]["dtype"] == np.uint8
     assert interpreter.get_output_details()[0]["dtype"] == np.uint8
+
+
+def test_output_cap_clips_inside_the_fusion_mul(student, int8_student, faces):
+    """The capped int8 output spans [0, cap] (rescaled to [0, 6]) with the clip fused
+    into the AAM MUL, tracks the clipped float maps, and leaves the Keras model as it was."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    image = faces[1][0]
+    before = keras.ops.convert_to_numpy(student(image)["fused"])[0]
+    cap = export.map_peak_percentile(student, faces[0], 90)
+    assert 0 < export.map_peak_percentile(student, faces[0], 50) < cap < before.max() * 10
+    capped = export.convert(student, "int8", faces[0], output_cap=cap)
+    counts = export.audit(capped, int8=True).op_counts
+    plain = export.audit(int8_student, int8=True).op_counts
+    assert counts["DEPTHWISE_CONV_2D"] == plain["DEPTHWISE_CONV_2D"] + 1   # the gain
+    assert "RELU6" not in counts and "MINIMUM" not in counts              # clip fused in MUL
+    scale, zero = Interpreter(model_content=capped).get_output_details()[0]["quantization"]
+    assert zero == -128 and scale == pytest.approx(export.RELU6_TOP / 255, rel=1e-3)
+    after = keras.ops.convert_to_numpy(student(image)["fused"])[0]
+    np.testing.assert_array_equal(before, after)                          # layer restored
+    errors = []
+    for image in faces[1]:
+        want = np.minimum(keras.ops.convert_to_numpy(student(image)["fused"])[0], cap)
+        got = _run_int8(capped, image)[0] * cap / export.RELU6_TOP
+        errors.append(np.abs(got - want).mean() / max(want.mean(), 1e-9))
+    print(f"\ncapped int8 output: cap {cap:.4g}, mean |error| / mean value "
+          f"{np.mean(errors):.3f}")
+    assert np.mean(errors) < 0.2   # a scalar MUL for the gain gave ~0.6 (its docstring)
+    with pytest.raises(ValueError, match="output_cap"):
+        export.convert(student, "int8", faces[0], output_cap=0.0)
+    with pytest.raises(ValueError, match="'fused'"):
+        export.convert(_tiny_model(keras.layers.ReLU()), "int8", _calibration(),
+                       outputs=None, output_cap=1.0)
+    with pytest.raises(ValueError, match="percentile"):
+        export.map_peak_percentile(student, faces[0], 0)

@@ -13,7 +13,8 @@ Steps:
    deterministically spread over it: ``--num_calibration`` to calibrate int8 and
    ``--num_check`` other faces held out to check the result;
 3. crop them with the crop rule (``fld.crop``) and normalise them as training does
-   (``fld.calibration``), convert (``--quantize``: int8 = full integer,
+   (``fld.calibration``), convert (``--quantize``: int8 = full integer, output clipped
+   at ``--output_cap_percentile`` of the calibration faces' heatmap peaks,
    TFLITE_BUILTINS_INT8 only, ``--input_type`` int8 / uint8 input and output), audit
    the ops (``fld.export.audit``: no float32 in int8 mode, no > 5-D TRANSPOSE, only
    ops tflite-runtime 2.14 knows), embed the ``fld`` metadata (input size, stride,
@@ -66,6 +67,9 @@ flags.DEFINE_enum("decode_method", "auto", ["auto"] + list(DECODE_METHODS),
                   "Host-side heatmap decoding stored in the metadata; auto = the method "
                   "with the lowest NME of the converted model on the held-out faces.")
 flags.DEFINE_integer("decode_radius", 2, "Window radius of local_soft_argmax (cells).")
+flags.DEFINE_float("output_cap_percentile", 90.0, "int8: clip the output heatmaps at this "
+                   "percentile of their peaks on the calibration faces, so that the int8 "
+                   "output resolves typical maps (fld.export; 0: no clip).")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 flags.mark_flags_as_required(["checkpoint", "output"])
 FLAGS = flags.FLAGS
@@ -219,10 +223,13 @@ def run() -> str:
             input_type=FLAGS.input_type, crop_scale=FLAGS.crop_scale,
             decode_method="local_soft_argmax" if auto else FLAGS.decode_method,
             decode_radius=FLAGS.decode_radius,
-            verify=verify)
+            verify=verify, output_cap_percentile=FLAGS.output_cap_percentile or None)
     except export.AuditError as e:
         raise ConvertError(f"{FLAGS.output} not written: {e}") from None
     print(f"audit: {result.report}")
+    if result.output_cap is not None:
+        print(f"output clipped at {result.output_cap:.4g} (the {FLAGS.output_cap_percentile:g}th "
+              f"percentile of the heatmap peaks on the calibration faces)")
     if checked:
         line = (f"{quantize} vs float Keras on {checked['faces']} held-out faces: landmark "
                 f"difference mean {checked['mean_diff']:.3f}, max {checked['max_diff']:.3f} "
