@@ -14,10 +14,11 @@ Output cap (int8): the ``fused`` maps' peaks spread over a decade (0.05 typical,
 a few confident maps), and an int8 output has one scale for all of them, set by the
 largest. The typical map then gets ~20 levels and its low tails, which the soft-argmax
 decode uses, round to zero: measured on the shipped student, that output rounding alone
-cost +0.29 NME points (the int8 network's inner rounding +0.01). ``output_cap`` clips the
-fused maps at a value (``capped_fusion``) so that the output's 256 levels cover the
-typical peak; ``map_peak_percentile`` picks it from the calibration crops. A clipped
-peak is a flat top around the same centre, so the soft-argmax barely moves (BUILD.md).
+cost +0.29 NME points. ``output_cap`` clips the fused maps at a value
+(``capped_fused_model``, which also orders the AAM product so that no small
+intermediate is quantised on its own) so that the output's 256 levels cover the typical
+peak; ``map_peak_percentile`` picks it from the calibration crops. A clipped peak is a
+flat top around the same centre, so the soft-argmax barely moves (BUILD.md).
 
 ``export_landmarker`` is the whole export of a ``LandmarkDetector``: convert, audit,
 embed the runtime's ``fld`` metadata, write the ``.tflite`` atomically.
@@ -25,7 +26,6 @@ embed the runtime's ``fld`` metadata, write the ``.tflite`` atomically.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections import Counter
 from typing import Callable, Iterable, Optional, Sequence
@@ -110,41 +110,46 @@ def _select_outputs(model, outputs):
 RELU6_TOP = 6.0
 
 
-@contextlib.contextmanager
-def capped_fusion(model, cap: float):
-    """While active, the model's AAM fusion layer (named ``fused``: ``mask * heatmaps``)
-    computes ``relu6(g * mask * heatmaps)`` with ``g = 6 / cap``: the map clipped at
-    ``cap`` and rescaled by a constant (every decode is scale-free).
+def capped_fused_model(model, cap: float):
+    """The model's ``fused`` output rebuilt for int8: ``relu6(points * g * (E2H(edges) *
+    heatmaps))`` with ``g = 6 / cap``, a functional model sharing ``model``'s layers.
 
-    The converter fuses the RELU6 into that MUL, so the int8 MUL's own output, not a
-    later copy of it, gets the range [0, cap]: a separate clip op would only requantise
-    an already coarse tensor. ``g`` is applied to the mask by a 1x1 depthwise
-    convolution with constant weights, not a MUL by a scalar: the converter gives a
-    scalar MUL's input the output's scale, which left the mask (values <= ~0.3) with a
-    handful of int8 levels."""
+    The same product as the AAM's ``(E2H(edges) * points) * heatmaps``, clipped at
+    ``cap`` and rescaled by a constant (every decode is scale-free), ordered and fused
+    for int8, which quantises every intermediate tensor:
+    - the mask ``E2H(edges) * points`` on its own (values 1e-4 .. 0.3) lost the low values
+      that make the maps' tails: +0.12 NME points on the shipped student;
+    - the RELU6 is fused into the last MUL, so that MUL's own output gets the range
+      [0, cap]; a separate clip op only requantises an already coarse tensor;
+    - ``g`` is a 1x1 depthwise convolution with constant weights, not a MUL by a scalar:
+      the converter gives a scalar MUL's input the output's scale, which left that
+      input with a handful of int8 levels.
+    Needs a ``LandmarkDetector`` whose heads run at the output resolution (the ``fpn``
+    and ``transposed`` decoders), or ``fld.models.select_points`` of one.
+    """
     import keras
-    import numpy as np
 
     if not cap > 0:
         raise ValueError(f"convert: output_cap must be > 0, got {cap}")
     try:
-        layer = model.get_layer("fused")
+        fused, points, heatmaps = (model.get_layer(n).output for n in ("fused", "points", "heatmaps"))
     except ValueError:
-        raise ValueError("convert: output_cap needs the AAM fusion layer named 'fused' "
-                         "(a fld LandmarkDetector)") from None
-    channels = int(layer.input[0].shape[-1])
-    gain = np.full((1, 1, channels, 1), RELU6_TOP / float(cap), np.float32)
-
-    def call(inputs):
-        mask, heatmaps = inputs
-        mask = keras.ops.depthwise_conv(mask, gain, strides=1, padding="valid")
-        return keras.ops.relu6(mask * heatmaps)
-
-    layer.call = call
-    try:
-        yield
-    finally:
-        del layer.call
+        raise ValueError("convert: output_cap needs a fld LandmarkDetector (layers 'fused', "
+                         "'points', 'heatmaps')") from None
+    final = model.output["fused"] if isinstance(model.output, dict) else model.output
+    if tuple(fused.shape[1:3]) != tuple(final.shape[1:3]):
+        raise ValueError("convert: output_cap needs heads at the output resolution (the "
+                         "'fpn' or 'transposed' decoder)")
+    weighted = heatmaps
+    if any(layer.name == "head_edge_to_point" for layer in model.layers):
+        weighted = model.get_layer("head_edge_to_point").output * heatmaps
+    gain = np.full((1, 1, int(weighted.shape[-1]), 1), RELU6_TOP / float(cap), np.float32)
+    weighted = keras.ops.depthwise_conv(weighted, gain, strides=1, padding="valid")
+    output = keras.ops.relu6(points * weighted)
+    indices = getattr(model, "point_indices", None)        # fld.models.select_points
+    if indices is not None:
+        output = keras.ops.take(output, indices, axis=-1)
+    return keras.Model(model.inputs, output)
 
 
 def map_peak_percentile(model, images: Iterable[np.ndarray], percentile: float = 90.0,
@@ -187,8 +192,9 @@ def convert(
             drawn like training inputs (~100 real face crops is typical).
         input_type: ``"int8"`` or ``"uint8"``: the int8 model's input/output type.
         outputs: output name(s) of a dict model to export; ``None`` exports all.
-        output_cap: clip the ``fused`` maps at this value and rescale them to [0, 6]
-            (``capped_fusion``; ``map_peak_percentile`` picks one); None = no clip.
+        output_cap: export ``capped_fused_model(model, output_cap)`` (the ``fused``
+            maps clipped at this value, rescaled to [0, 6], ordered for int8;
+            ``map_peak_percentile`` picks one); None = ``outputs`` as they are.
     Returns:
         The ``.tflite`` bytes.
     """
@@ -199,9 +205,9 @@ def convert(
     if input_type not in ("int8", "uint8"):
         raise ValueError(f"convert: input_type must be 'int8' or 'uint8', got {input_type!r}")
     if output_cap is not None:
-        with capped_fusion(model, output_cap):
-            return convert(model, quantize, representative_images, input_type, outputs)
-    model = _select_outputs(model, outputs)
+        model = capped_fused_model(model, output_cap)
+    else:
+        model = _select_outputs(model, outputs)
     # A concrete function with batch 1 gives static shapes to every reshape; the
     # variables are frozen into constants so that calibration sees plain tensors.
     from tensorflow.python.framework.convert_to_constants import (

@@ -132,4 +132,5 @@ def select_points(model: LandmarkDetector, scheme) -> keras.Model:
     fused = keras.ops.take(model.output["fused"], indices, axis=-1)
     subset = keras.Model(model.inputs[0], {"fused": fused}, name=f"{model.name}_{target.name}")
     subset.scheme = target
+    subset.point_indices = indices  # fld.export.capped_fused_model rebuilds the output
     return subset
