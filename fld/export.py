@@ -13,12 +13,12 @@ scale / zero point are in the interpreter's tensor details.
 Output cap (int8): the ``fused`` maps' peaks spread over a decade (0.05 typical, 0.5 for
 a few confident maps), and an int8 output has one scale for all of them, set by the
 largest. The typical map then gets ~20 levels and its low tails, which the soft-argmax
-decode uses, round to zero: measured on the shipped student, that output rounding alone
-cost +0.29 NME points. ``output_cap`` clips the fused maps at a value
+decode uses, round to zero. ``output_cap`` clips the fused maps at a value
 (``capped_fused_model``, which also orders the AAM product so that no small
 intermediate is quantised on its own) so that the output's 256 levels cover the typical
 peak; ``map_peak_percentile`` picks it from the calibration crops. A clipped peak is a
-flat top around the same centre, so the soft-argmax barely moves (BUILD.md).
+flat top around the same centre, so the soft-argmax barely moves. Measured on a student
+(BUILD.md, "int8 output"): int8 - float NME +0.29 points before, +0.11 after.
 
 ``export_landmarker`` is the whole export of a ``LandmarkDetector``: convert, audit,
 embed the runtime's ``fld`` metadata, write the ``.tflite`` atomically.
@@ -118,7 +118,7 @@ def capped_fused_model(model, cap: float):
     ``cap`` and rescaled by a constant (every decode is scale-free), ordered and fused
     for int8, which quantises every intermediate tensor:
     - the mask ``E2H(edges) * points`` on its own (values 1e-4 .. 0.3) lost the low values
-      that make the maps' tails: +0.12 NME points on the shipped student;
+      that make the maps' tails;
     - the RELU6 is fused into the last MUL, so that MUL's own output gets the range
       [0, cap]; a separate clip op only requantises an already coarse tensor;
     - ``g`` is a 1x1 depthwise convolution with constant weights, not a MUL by a scalar:
