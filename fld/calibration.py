@@ -88,15 +88,16 @@ def read_rgb(path: str) -> Optional[np.ndarray]:
 
 def face_crops(records: Iterable[Record], image_size: int,
                crop_scale: float = DEFAULT_CROP_SCALE, progress: bool = True,
-               desc: str = "calibration crops") -> list[np.ndarray]:
+               desc: str = "calibration crops", with_records: bool = False):
     """(1, S, S, 3) float32 crops in [-1, 1], one per readable record.
 
     Unreadable images are skipped with one warning; CalibrationError if none is readable.
+    ``with_records``: return ``(crops, records)``, the records the crops came from.
     """
     from tqdm import tqdm
 
     records = list(records)
-    crops, bad = [], []
+    crops, used, bad = [], [], []
     for record in tqdm(records, desc=desc, unit="face", file=sys.stderr, disable=None if progress else True):
         image = read_rgb(record.image_path)
         if image is None:
@@ -104,9 +105,10 @@ def face_crops(records: Iterable[Record], image_size: int,
             continue
         crop, _ = crop_face(image, record.face_box, image_size, crop_scale)
         crops.append(normalize_image(crop)[None])
+        used.append(record)
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s), e.g. {bad[:3]}", stacklevel=2)
     if records and not crops:
         raise CalibrationError(f"none of the {len(records)} calibration images is readable "
                                f"(first: {records[0].image_path})")
-    return crops
+    return (crops, used) if with_records else crops

@@ -181,3 +181,13 @@ def test_output_cap_clips_inside_the_fusion_mul(student, int8_student, faces):
                        outputs=None, output_cap=1.0)
     with pytest.raises(ValueError, match="percentile"):
         export.map_peak_percentile(student, faces[0], 0)
+
+
+def test_outlier_crops_finds_an_image_that_would_stretch_int8_ranges(student, faces):
+    crops = list(faces[0][:8])
+    crops.insert(3, faces[0][8] * 40.0)   # far outside [-1, 1]: every layer's range blows up
+    found = export.outlier_crops(student, crops, factor=10.0)
+    print(f"\noutliers among 8 real faces + 1 scaled: {found}")
+    assert 3 in found and len(found) <= 2
+    assert export.outlier_crops(student, crops[:3] + crops[4:], factor=1e6) == []
+    assert export.outlier_crops(student, []) == []

@@ -10,8 +10,9 @@ Steps:
 1. load the Keras ``LandmarkDetector`` (``.keras``; or ``.weights.h5`` with ``--model``,
    ``--image_size`` and ``--scheme``); ``--points`` keeps a subset scheme's channels;
 2. pick faces of ``--calibration_dir`` (any folder / file ``read_annotations`` reads),
-   deterministically spread over it: ``--num_calibration`` to calibrate int8 and
-   ``--num_check`` other faces held out to check the result;
+   deterministically spread over it: ``--num_calibration`` to calibrate int8 (less the
+   outliers that would stretch int8 ranges, ``--outlier_factor``) and ``--num_check``
+   other faces held out to check the result;
 3. crop them with the crop rule (``fld.crop``) and normalise them as training does
    (``fld.calibration``), convert (``--quantize``: int8 = full integer, output clipped
    at ``--output_cap_percentile`` of the calibration faces' heatmap peaks,
@@ -67,6 +68,9 @@ flags.DEFINE_enum("decode_method", "auto", ["auto"] + list(DECODE_METHODS),
                   "Host-side heatmap decoding stored in the metadata; auto = the method "
                   "with the lowest NME of the converted model on the held-out faces.")
 flags.DEFINE_integer("decode_radius", 2, "Window radius of local_soft_argmax (cells).")
+flags.DEFINE_float("outlier_factor", 10.0, "int8: leave out of calibration any face on which "
+                   "some layer's output peaks above this multiple of its median peak over the "
+                   "calibration faces (one such face stretches int8 ranges; 0: keep all).")
 flags.DEFINE_float("output_cap_percentile", 90.0, "int8: clip the output heatmaps at this "
                    "percentile of their peaks on the calibration faces, so that the int8 "
                    "output resolves typical maps (fld.export; 0: no clip).")
@@ -203,8 +207,15 @@ def run() -> str:
               f"{len(calibration_faces) if quantize == 'int8' else 0}, check {len(held_out)}")
     crops = None
     if quantize == "int8":
-        crops = calibration.face_crops(calibration_faces, image_size, FLAGS.crop_scale,
-                                       progress=FLAGS.progress)
+        crops, used = calibration.face_crops(calibration_faces, image_size, FLAGS.crop_scale,
+                                             progress=FLAGS.progress, with_records=True)
+        if FLAGS.outlier_factor:
+            outliers = set(export.outlier_crops(model, crops, FLAGS.outlier_factor))
+            if outliers:
+                names = ", ".join(used[i].image_path for i in sorted(outliers))
+                print(f"calibration: left out {len(outliers)} face(s) driving a layer above "
+                      f"{FLAGS.outlier_factor:g}x its median peak: {names}")
+            crops = [c for i, c in enumerate(crops) if i not in outliers]
         crops = _Progress(crops, "calibrating", FLAGS.progress)
 
     checked = {}
@@ -243,6 +254,10 @@ def run() -> str:
         if "decode" in checked:
             print(f"decode method stored in the model: {checked['decode']} (lowest NME "
                   f"of the {quantize} model)")
+            got, want = (100 * checked[k][checked["decode"]] for k in ("nme_converted", "nme_keras"))
+            if got > want + 1.0:
+                print(f"WARNING: the {quantize} model is {got - want:.2f} NME points worse than "
+                      f"the float one on the held-out faces: check the calibration faces")
         elif auto:
             print("decode method stored in the model: local_soft_argmax (no ground truth "
                   "to choose by)")
