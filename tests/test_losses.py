@@ -182,6 +182,21 @@ def test_star_gradients_finite_for_degenerate_maps(kind):
         assert float(loss) == pytest.approx(_star_numpy(lm, hm), rel=1e-3)
 
 
+@pytest.mark.parametrize("leak", [1e-7, 1e-5, 1e-4])
+def test_star_covariance_bounded_for_nearly_one_hot_maps(leak):
+    """All mass but ``leak`` in one cell: the unbiased covariance's denominator is ~leak,
+    and without its floor float32 rounding made Sigma (and the loss) explode."""
+    from fld.losses.star import heatmap_mean_and_covariance
+
+    hm = np.full((1, 32, 32, 1), leak / 1023, np.float32)
+    hm[0, 5, 7, 0] = 1.0 - leak
+    _, cov = heatmap_mean_and_covariance(hm * 0.05)
+    lam = np.linalg.eigvalsh(np.asarray(cov, np.float64)[0, 0])
+    assert np.all(np.isfinite(lam)) and lam.max() < 8 * 2 * leak / 1e-3 + 1e-6
+    loss = float(STARLoss()(np.array([[[7.0, 5.0]]], np.float32), hm))
+    assert np.isfinite(loss) and loss < 10.0
+
+
 def test_star_prefers_the_right_location():
     lm = np.array([[[5.0, 6.0]]], np.float32)
     good = _gaussians(lm, 16, 1.0)

@@ -57,6 +57,9 @@ def symmetric_eig2x2(cov):
     return evalues, evectors
 
 
+DENOMINATOR_FLOOR = 1e-3  # of the unbiased covariance (heatmap_mean_and_covariance)
+
+
 def _grid(size, dtype):
     """Cell centres 0..size-1 mapped to [-1, 1] (STAR's grid); [0] for size 1."""
     idx = ops.cast(ops.arange(size), dtype)
@@ -66,8 +69,13 @@ def _grid(size, dtype):
 def heatmap_mean_and_covariance(heatmaps, epsilon=1e-5):
     """STAR steps 1-3: (B, H, W, K) heatmaps -> mean (B, K, 2) as (x, y) and Sigma (B, K, 2, 2).
 
-    Both on the [-1, 1] grid. The unbiased-covariance denominator V1 - V2/V1 is floored at
-    1e-12: it only matters for an all-zero map, whose numerator is 0 (Sigma = 0 there).
+    Both on the [-1, 1] grid. The unbiased-covariance denominator V1 - V2/V1 (about
+    1 - sum P^2) is floored at ``DENOMINATOR_FLOOR``. It nears 0 when nearly all of a map's
+    mass sits in one cell; there float32 cancellation leaves it at rounding noise, and the
+    formula can turn a variance of ~1e-6 into huge eigenvalues (tests/test_losses.py; the
+    likely cause of the students' validation-loss spikes, MODEL_CARD.md). Floored, such a map's Sigma stays below
+    ~8 * (1 - sum P^2) / 1e-3 <= 8 (grid units); maps with two or more cells of mass are
+    unchanged.
     """
     heatmaps = ops.convert_to_tensor(heatmaps)
     dtype = heatmaps.dtype
@@ -82,7 +90,7 @@ def heatmap_mean_and_covariance(heatmaps, epsilon=1e-5):
     dy = ys - mu_y[:, None, None, :]  # (B, H, 1, K)
     v1 = ops.sum(prob, axis=(1, 2)) + epsilon
     v2 = ops.sum(prob * prob, axis=(1, 2)) + epsilon
-    denom = ops.maximum(v1 - v2 / v1, 1e-12)
+    denom = ops.maximum(v1 - v2 / v1, DENOMINATOR_FLOOR)
     sxx = ops.sum(prob * dx * dx, axis=(1, 2)) / denom
     sxy = ops.sum(prob * dx * dy, axis=(1, 2)) / denom
     syy = ops.sum(prob * dy * dy, axis=(1, 2)) / denom
