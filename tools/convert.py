@@ -211,6 +211,10 @@ def run() -> str:
                                              progress=FLAGS.progress, with_records=True)
         if FLAGS.outlier_factor:
             outliers = set(export.outlier_crops(model, crops, FLAGS.outlier_factor))
+            if len(outliers) > len(crops) // 2:
+                print(f"calibration: {len(outliers)} of {len(crops)} faces would count as "
+                      f"outliers (an untrained model?): keeping them all")
+                outliers = set()
             if outliers:
                 names = ", ".join(used[i].image_path for i in sorted(outliers))
                 print(f"calibration: left out {len(outliers)} face(s) driving a layer above "
