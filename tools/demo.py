@@ -1,6 +1,6 @@
 """Quickstart: the shipped model on a photo, then the whole method in miniature.
 
-    python tools/demo.py                      # about 5 minutes on a 2-core CPU
+    python tools/demo.py                      # 3-5 minutes on a 2-core CPU
     python tools/demo.py --skip_training      # only the shipped model (seconds)
 
 Runs the project's own command-line tools one after another (each command is printed, so
