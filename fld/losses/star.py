@@ -73,9 +73,9 @@ def heatmap_mean_and_covariance(heatmaps, epsilon=1e-5):
     1 - sum P^2) is floored at ``DENOMINATOR_FLOOR``. It nears 0 when nearly all of a map's
     mass sits in one cell; there float32 cancellation leaves it at rounding noise, and the
     formula can turn a variance of ~1e-6 into huge eigenvalues (tests/test_losses.py; the
-    likely cause of the students' validation-loss spikes, MODEL_CARD.md). Floored, such a map's Sigma stays below
-    ~8 * (1 - sum P^2) / 1e-3 <= 8 (grid units); maps with two or more cells of mass are
-    unchanged.
+    likely cause of the students' validation-loss spikes, MODEL_CARD.md). Floored, such a
+    map's Sigma stays below ~8 * (1 - sum P^2) / 1e-3 <= 8 (grid units); maps with two or
+    more cells of mass are unchanged.
     """
     heatmaps = ops.convert_to_tensor(heatmaps)
     dtype = heatmaps.dtype
