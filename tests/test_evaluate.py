@@ -130,3 +130,26 @@ def test_cli_names_two_runs_best_models_by_path(tiny_model_path, data_300w, tmp_
         capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert os.path.normpath(tiny_model_path) in proc.stdout and str(other) in proc.stdout
+
+
+def test_probe_layers_cli_on_real_faces(tiny_model_path, data_300w, tmp_path):
+    def probe(*args):
+        return subprocess.run(
+            [sys.executable, os.path.join(REPO, "tools", "probe_layers.py"), *args],
+            capture_output=True, text=True, cwd=REPO, timeout=300)
+
+    proc = probe("--model", tiny_model_path, "--data_dir", os.path.join(data_300w, "afw"),
+                 "--limit", "12", "--factor", "1.5", "--top", "5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert "on 12 faces" in lines[0]
+    ratio = float(lines[-1].split()[1])
+    assert lines[-1].startswith("max_ratio: ") and ratio >= 1.0
+    if ratio > 1.5:  # some layer flagged: the table names its worst face
+        assert "median peak" in proc.stdout and ".jpg" in proc.stdout
+    bad = tmp_path / "notes.keras"
+    bad.write_text("not a model")
+    proc = probe("--model", str(bad), "--data_dir", os.path.join(data_300w, "afw"))
+    assert proc.returncode == 1 and "notes.keras" in proc.stderr
+    proc = probe("--model", tiny_model_path, "--data_dir", str(tmp_path / "nowhere"))
+    assert proc.returncode == 1 and "nowhere" in proc.stderr

@@ -191,3 +191,22 @@ def test_outlier_crops_finds_an_image_that_would_stretch_int8_ranges(student, fa
     assert 3 in found and len(found) <= 2
     assert export.outlier_crops(student, crops[:3] + crops[4:], factor=1e6) == []
     assert export.outlier_crops(student, []) == []
+
+
+def test_layer_peaks_names_every_probed_output(student, faces):
+    names, peaks = export.layer_peaks(student, faces[0][:3])
+    assert peaks.shape == (3, len(names)) and np.all(peaks >= 0)
+    assert "stem_conv" in names and "fused" in names          # backbone and head layers
+    _, scaled = export.layer_peaks(student, [faces[0][0] * 40.0])
+    assert scaled[0, names.index("stem_conv")] > 10 * peaks[0, names.index("stem_conv")]
+
+
+def test_group_norm_student_converts_to_integer_only_int8(faces):
+    keras.utils.set_random_seed(0)
+    model = models.LandmarkDetector(preset="mobilevitv2_050_gn", image_size=SIZE,
+                                    scheme="pair_51")
+    batch = np.concatenate(faces[0])
+    for _ in range(10):
+        model(batch, training=True)
+    report = export.audit(export.convert(model, "int8", representative_images=faces[0]))
+    assert report.op_counts.get("RSQRT", 0) == 21 + 1 and not report.problems  # + head norm

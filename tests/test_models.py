@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import fld.models as models
-from fld.models.layers import FixedPointwise, InstanceNormalization
+from fld.models.layers import FixedPointwise, InstanceNormalization, SampleNormalization
 from fld.models.mobilevitv2 import PatchFold, PatchUnfold
 from fld.schemes import Edge, Scheme, get_scheme
 
@@ -17,6 +17,7 @@ TINY_SCHEME = Scheme(
 )
 CASES = {
     "student": dict(preset="mobilevitv2_050", scheme="pair_51"),
+    "student_gn": dict(preset="mobilevitv2_050_gn", scheme="pair_51"),
     "student_nearest": dict(preset="mobilevitv2_050", scheme="pair_51", decoder="nearest"),
     "teacher_cpu": dict(preset="swinv2_cpu_window8_256", scheme=TINY_SCHEME,
                         return_features=True),
@@ -119,15 +120,35 @@ def test_instance_norm_and_fixed_pointwise():
     np.testing.assert_allclose(got, edges @ matrix + bias, rtol=1e-6)
 
 
+def test_sample_norm_is_per_sample_and_scale_free():
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.0, 1.0, size=(3, 4, 6, 5)).astype(np.float32) * [[[[1.0]]], [[[50.0]]],
+                                                                      [[[0.1]]]]
+    layer = SampleNormalization()
+    y = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(y.reshape(3, -1).mean(axis=1), 0.0, atol=1e-4)
+    np.testing.assert_allclose(y.reshape(3, -1).std(axis=1), 1.0, atol=1e-2)
+    # A sample scaled by 1000 comes out the same (BatchNorm would pass the 1000 on).
+    y_big = keras.ops.convert_to_numpy(layer(x * 1000.0))
+    np.testing.assert_allclose(y_big, y, atol=5e-3)  # only epsilon differs
+    layer.gamma.assign(np.arange(1, 6, dtype=np.float32))
+    layer.beta.assign(np.full(5, 0.5, np.float32))
+    z = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(z, y * np.arange(1, 6) + 0.5, rtol=1e-4, atol=1e-4)
+
+
 def test_presets_and_errors():
     names = models.list_presets()
     for name in ("swinv2_base_window16_256", "swinv2_tiny_window8_256",
-                 "swinv2_cpu_window8_256", "mobilevitv2_050", "mobilevitv2_200"):
+                 "swinv2_cpu_window8_256", "mobilevitv2_050", "mobilevitv2_200",
+                 "mobilevitv2_100_gn"):
         assert name in names and name in models.PRESETS
     with pytest.raises(ValueError, match="unknown model preset"):
         models.LandmarkDetector(preset="resnet50", image_size=SIZE)
     with pytest.raises(ValueError, match="multiple of 64"):
         models.LandmarkDetector(preset="mobilevitv2_050", image_size=96)
+    with pytest.raises(ValueError, match="token_norm"):
+        models.MobileViTV2Backbone(image_size=SIZE, token_norm="layer")
 
 
 @pytest.mark.slow

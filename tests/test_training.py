@@ -31,8 +31,8 @@ def tiny_detector(image_size=32, seed=0, points=SCHEME.num_points, name="student
     """A stand-in for fld.models.LandmarkDetector: a 'backbone' sub-model + 1x1 heads."""
     keras.utils.set_random_seed(seed)
     inp = keras.Input((image_size, image_size, 3))
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="bb1")(inp)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="bb2")(x)
     backbone = keras.Model(inp, x, name="backbone")
     images = keras.Input((image_size, image_size, 3), name="images")
     feats = backbone(images)
@@ -168,6 +168,53 @@ def test_clear_errors(data_300w, tmp_path):
     empty.mkdir()
     with pytest.raises(ValueError):
         trainer.load_data(tiny_config(data_300w, tmp_path, data_dir=str(empty)))
+
+
+def test_init_from_copies_matching_layers(data_300w, tmp_path):
+    source = tiny_detector(seed=1)
+    source.save(str(tmp_path / "source.keras"))
+    # Same scheme: every layer is copied.
+    target = tiny_detector(seed=2)
+    report = trainer.init_student_weights(target, str(tmp_path / "source.keras"))
+    assert report["skipped"] == [] and report["copied_params"] == source.count_params()
+    for a, b in zip(source.weights, target.weights):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    # Another scheme (5 points): the backbone and the edge head carry over, the point heads not.
+    five = tiny_detector(seed=3, points=5)
+    before = five.get_layer("heatmaps").get_weights()[0].copy()
+    report = trainer.init_student_weights(five, str(tmp_path / "source.keras"))
+    assert {"bb1", "bb2"} <= set(report["copied"])
+    assert {"heatmaps", "points"} <= set(report["skipped"])
+    np.testing.assert_array_equal(five.get_layer("heatmaps").get_weights()[0], before)
+    np.testing.assert_array_equal(five.get_layer("backbone").get_layer("bb2").get_weights()[0],
+                                  source.get_layer("backbone").get_layer("bb2").get_weights()[0])
+    # A run started from it (learning rate 0) keeps the copied weights, and so does its EMA:
+    # the average starts from the copied weights, not from the random init.
+    config = tiny_config(data_300w, tmp_path / "run", init_from=str(tmp_path / "source.keras"),
+                         lr_backbone=0.0, lr_head=0.0, num_sample_images=0)
+    result = trainer.train(config, student=tiny_detector(seed=4), verbose=0)
+    best = keras.saving.load_model(result.best_path, compile=False)
+    for model in (result.distiller.student, best):
+        for a, b in zip(source.trainable_weights, model.trainable_weights):
+            np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-6)
+
+
+def test_init_from_clear_errors(tmp_path):
+    student = tiny_detector()
+    with pytest.raises(FileNotFoundError, match="--init_from"):
+        trainer.init_student_weights(student, str(tmp_path / "missing.keras"))
+    bad = tmp_path / "bad.keras"
+    bad.write_text("not a model")
+    with pytest.raises(ValueError, match="not a loadable Keras model"):
+        trainer.init_student_weights(student, str(bad))
+    (tmp_path / "weights.h5").write_text("x")
+    with pytest.raises(ValueError, match="expected a Keras .keras file"):
+        trainer.init_student_weights(student, str(tmp_path / "weights.h5"))
+    inp = keras.Input((32, 32, 3))
+    other = keras.Model(inp, keras.layers.Dense(3, name="unrelated")(inp))
+    other.save(str(tmp_path / "other.keras"))
+    with pytest.raises(ValueError, match="no layer matches"):
+        trainer.init_student_weights(student, str(tmp_path / "other.keras"))
 
 
 # --- CLIs end to end (real presets, configs/smoke.flags) -------------------------------------

@@ -50,6 +50,46 @@ class InstanceNormalization(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="fld")
+class SampleNormalization(keras.layers.Layer):
+    """GroupNorm with one group (the MobileViT-v2 reference's token norm), int8-friendly.
+
+    Each sample is normalised over all its non-batch elements, then scaled and shifted
+    per channel: ``y = (x - mean(x)) * rsqrt(mean((x - mean)^2) + epsilon) * gamma + beta``.
+    Unlike BatchNorm, the scale follows the sample: a sample whose activations grow is
+    brought back to unit variance, in training and inference alike. Same int8 ops as
+    ``InstanceNormalization`` (MEAN / SUB / MUL / MEAN / ADD / RSQRT / MUL) plus the
+    affine MUL / ADD.
+
+    Args:
+        epsilon: added to the variance.
+    Input/output: (B, ..., C).
+    """
+
+    def __init__(self, epsilon: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+
+    def call(self, x):
+        axes = tuple(range(1, len(x.shape)))
+        mean = ops.mean(x, axis=axes, keepdims=True)
+        centred = x - mean
+        variance = ops.mean(centred * centred, axis=axes, keepdims=True)
+        return centred * ops.rsqrt(variance + self.epsilon) * self.gamma + self.beta
+
+    def count_macs(self) -> int:
+        # square, scale, gamma: three multiplies per element.
+        return 3 * int(np.prod(self.input.shape[1:]))
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="fld")
 class FixedPointwise(keras.layers.Layer):
     """A fixed (non-trainable) 1x1 convolution ``y = x @ matrix + bias`` over channels.
 

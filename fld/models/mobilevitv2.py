@@ -12,9 +12,15 @@ Layout (width multiplier a; 0.5 = the paper's student)::
 
 Deviations from the reference, all for int8 on tflite-runtime <= 2.14:
 - The reference normalises the attention tokens with GroupNorm(1 group). Keras'
-  Group/LayerNormalization leave float islands (NEG, SQUARE) in an int8 TFLite model,
-  so BatchNormalization is used there instead: at inference it is a per-channel MUL/ADD,
-  which quantises fully and is the fastest choice on CPU.
+  Group/LayerNormalization leave float islands (NEG, SQUARE) in an int8 TFLite model.
+  ``token_norm="group"`` (presets ``mobilevitv2_*_gn``) uses ``SampleNormalization``, a
+  GroupNorm(1) written with int8 ops. ``token_norm="batch"`` (the plain presets) uses
+  BatchNormalization: a per-channel MUL/ADD at inference, the cheapest choice, but it
+  does not bound the separable attention, whose output is quadratic in its input
+  (relu(value) * sum(key * softmax(query))): a face that enlarges the residual stream
+  in inference mode is amplified block after block (measured on the 90-epoch width-1.0
+  student: layer-5 activations 1e12 times their median on a few validation faces,
+  BUILD.md "Token norm").
 - Unfold/fold of 2x2 patches uses only 4-D/5-D transposes (tflite-runtime <= 2.11
   cannot run a 6-D TRANSPOSE; the authors' fix splits the 6-D permute in the same way).
 - Tokens are kept NHWC-like as (B, P, N, d) with P = 4 pixels per patch and N patches,
@@ -26,6 +32,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 from keras import layers, ops
+
+from fld.models.layers import SampleNormalization
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -154,12 +162,18 @@ def _inverted_residual(x, filters, strides, expand_ratio, name):
     return y
 
 
-def _token_norm(x, name):
-    # GroupNorm(1) in the reference; BatchNorm here (see the module docstring).
+TOKEN_NORMS = ("batch", "group")
+
+
+def _token_norm(x, name, kind="batch"):
+    # GroupNorm(1) in the reference (see the module docstring).
+    if kind == "group":
+        return SampleNormalization(epsilon=BN_EPSILON, name=name)(x)
     return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
 
 
-def _mobilevit_block(x, attn_dim, num_attn_blocks, patch_size, ffn_multiplier, name):
+def _mobilevit_block(x, attn_dim, num_attn_blocks, patch_size, ffn_multiplier, name,
+                     token_norm="batch"):
     """MobileViT-v2 block: local 3x3 depthwise + 1x1, separable-attention transformer
     on unfolded patches (pre-norm), fold, 1x1 projection (BN). No input fusion (v2)."""
     _, h, w, channels = x.shape
@@ -171,16 +185,16 @@ def _mobilevit_block(x, attn_dim, num_attn_blocks, patch_size, ffn_multiplier, n
     y = PatchUnfold(patch_size, name=f"{name}_unfold")(y)                        # (B, P, N, d)
     for i in range(num_attn_blocks):
         prefix = f"{name}_attn{i}"
-        a = _token_norm(y, f"{prefix}_norm1")
+        a = _token_norm(y, f"{prefix}_norm1", token_norm)
         a = layers.Conv2D(1 + 2 * attn_dim, 1, name=f"{prefix}_qkv")(a)
         a = SeparableAttentionContext(name=f"{prefix}_context")(a)
         a = layers.Conv2D(attn_dim, 1, name=f"{prefix}_out")(a)
         y = layers.Add(name=f"{prefix}_add1")([y, a])
-        f = _token_norm(y, f"{prefix}_norm2")
+        f = _token_norm(y, f"{prefix}_norm2", token_norm)
         f = layers.Conv2D(ffn_dim, 1, activation="silu", name=f"{prefix}_ffn1")(f)
         f = layers.Conv2D(attn_dim, 1, name=f"{prefix}_ffn2")(f)
         y = layers.Add(name=f"{prefix}_add2")([y, f])
-    y = _token_norm(y, f"{name}_global_norm")
+    y = _token_norm(y, f"{name}_global_norm", token_norm)
     y = PatchFold(patch_size, h, w, name=f"{name}_fold")(y)                      # (B, H, W, d)
     return _conv_bn(y, channels, 1, name=f"{name}_proj")
 
@@ -206,6 +220,7 @@ class MobileViTV2Backbone(keras.Model):
         ffn_multiplier: FFN width as a multiple of the attention dim.
         patch_size: unfold patch side.
         expand_ratio: MV2 block expansion.
+        token_norm: ``"batch"`` (BatchNorm) or ``"group"`` (GroupNorm(1), the reference's).
     Input: float32 (B, S, S, 3) images in [-1, 1].
     Output: dict ``P2..P5`` at strides 4, 8, 16, 32.
     """
@@ -218,8 +233,12 @@ class MobileViTV2Backbone(keras.Model):
         ffn_multiplier: float = 2.0,
         patch_size: int = 2,
         expand_ratio: float = 2.0,
+        token_norm: str = "batch",
         **kwargs,
     ):
+        if token_norm not in TOKEN_NORMS:
+            raise ValueError(f"MobileViTV2Backbone: token_norm must be one of {TOKEN_NORMS}, "
+                             f"got {token_norm!r}")
         if image_size % (32 * patch_size):
             raise ValueError(f"MobileViTV2Backbone: image_size {image_size} must be a "
                              f"multiple of {32 * patch_size}")
@@ -237,7 +256,8 @@ class MobileViTV2Backbone(keras.Model):
         ):
             name = f"layer{level + 3}"
             x = _inverted_residual(x, channels, 2, expand_ratio, f"{name}_mv2")
-            x = _mobilevit_block(x, dim, depth, patch_size, ffn_multiplier, f"{name}_mvit")
+            x = _mobilevit_block(x, dim, depth, patch_size, ffn_multiplier, f"{name}_mvit",
+                                 token_norm)
             pyramid[f"P{level + 3}"] = x                                        # stride 8..32
         super().__init__(inputs=images, outputs=pyramid, **kwargs)
         # === Config ===
@@ -247,6 +267,7 @@ class MobileViTV2Backbone(keras.Model):
         self.ffn_multiplier = ffn_multiplier
         self.patch_size = patch_size
         self.expand_ratio = expand_ratio
+        self.token_norm = token_norm
         self.pyramid_channels = {k: v.shape[-1] for k, v in pyramid.items()}
 
     def get_config(self):
@@ -255,7 +276,7 @@ class MobileViTV2Backbone(keras.Model):
             "width_multiplier": self.width_multiplier, "image_size": self.image_size,
             "num_attn_blocks": list(self.num_attn_blocks),
             "ffn_multiplier": self.ffn_multiplier, "patch_size": self.patch_size,
-            "expand_ratio": self.expand_ratio,
+            "expand_ratio": self.expand_ratio, "token_norm": self.token_norm,
         }
 
     @classmethod
@@ -264,6 +285,7 @@ class MobileViTV2Backbone(keras.Model):
 
 
 MOBILEVITV2_PRESETS = {
-    f"mobilevitv2_{int(round(a * 100)):03d}": {"width_multiplier": a}
+    f"mobilevitv2_{int(round(a * 100)):03d}{suffix}": {"width_multiplier": a, "token_norm": norm}
     for a in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+    for suffix, norm in (("", "batch"), ("_gn", "group"))
 }

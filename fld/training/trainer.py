@@ -56,6 +56,10 @@ class TrainConfig:
     # model
     model: str = _field("mobilevitv2_050", "Model preset (see fld.models.list_presets()).")
     teacher: Optional[str] = _field(None, "Teacher .keras file (stage 2, tools/distill.py).")
+    init_from: Optional[str] = _field(None, "Start the student from this .keras model's weights "
+                                      "(layers matched by name and shape; e.g. fine-tune or "
+                                      "distil a trained student, or reuse a backbone for a new "
+                                      "scheme). A resumed run's state wins over it.")
     # optimisation
     batch_size: int = _field(32, "Global batch size (summed over replicas).")
     epochs: int = _field(100, "Epochs to train (a resumed run continues up to this).")
@@ -264,6 +268,49 @@ def load_teacher(path: str, config: TrainConfig):
     return teacher
 
 
+def init_student_weights(student, path: str) -> dict:
+    """Copies the weights of ``path`` (a .keras model) into ``student``, layer by layer.
+
+    Layers are matched by name; a layer is copied only when all its weight shapes agree
+    (so a backbone carries over to a model with another scheme's heads). Returns
+    ``{"copied": [...], "skipped": [...], "copied_params": n}``; raises if the file is not
+    a loadable .keras model or no layer matched.
+    """
+    import keras
+    import numpy as np
+
+    import fld.models  # noqa: F401 - registers the model classes for deserialisation
+
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f"--init_from {path!r}: no such file")
+    if not path.endswith(".keras"):
+        raise ValueError(f"--init_from {path!r}: expected a Keras .keras file")
+    try:
+        source = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - re-raised with the path named
+        raise ValueError(f"--init_from {path!r}: not a loadable Keras model ({e})") from e
+
+    def weighted_layers(model):
+        return {layer.name: layer for layer in model._flatten_layers(include_self=False)
+                if layer.weights and not isinstance(layer, keras.Model)}
+
+    source_layers = weighted_layers(source)
+    copied, skipped, params = [], [], 0
+    for name, layer in weighted_layers(student).items():
+        other = source_layers.get(name)
+        if other is None or [tuple(w.shape) for w in other.weights] != \
+                [tuple(w.shape) for w in layer.weights]:
+            skipped.append(name)
+            continue
+        layer.set_weights(other.get_weights())
+        copied.append(name)
+        params += sum(int(np.prod(w.shape)) for w in layer.weights)
+    if not copied:
+        raise ValueError(f"--init_from {path!r}: no layer matches the student by name and "
+                         f"shape (another model family?)")
+    return {"copied": copied, "skipped": skipped, "copied_params": params}
+
+
 def build_distiller(config: TrainConfig, steps_per_epoch: int, strategy, student=None):
     """Student (+ teacher), Distiller and its two AdamW optimizers, inside the strategy scope.
 
@@ -385,6 +432,16 @@ def train(config: TrainConfig, student=None, command: str = "", verbose=None) ->
         steps = min(steps, config.steps_per_epoch)
     distiller = build_distiller(config, steps, strategy, student=student)
 
+    if config.init_from:
+        init = init_student_weights(distiller.student, config.init_from)
+        print(f"init_from {config.init_from}: {len(init['copied'])} layers copied "
+              f"({init['copied_params']:,} weights), {len(init['skipped'])} left at their "
+              f"initial values" + (f" ({', '.join(init['skipped'][:8])}"
+                                   f"{', ...' if len(init['skipped']) > 8 else ''})"
+                                   if init["skipped"] else ""), flush=True)
+        if distiller.ema_vars:  # the average starts from the copied weights
+            for ema, var in zip(distiller.ema_vars, distiller.student.trainable_variables):
+                ema.assign(var.value)
     checkpoint = cb.TrainingCheckpoint(distiller, work_dir, steps,
                                        every_steps=config.checkpoint_every_steps, write=chief)
     meta = checkpoint.restore()
