@@ -138,6 +138,10 @@ def test_benchmark_prints_latency(tiny):
     assert result.returncode == 0, result.stderr[-2000:]
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("latency_ms: ") and float(last.split()[1]) > 0
+    result = run_tool("benchmark.py", "--model", tiny["int8"], "--runs", "20", "--flip_test")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "flip_test (two invokes per face)" in result.stdout
+    assert float(result.stdout.strip().splitlines()[-1].split()[1]) > 0
 
 
 def test_predict_video_with_smoothing(tiny, real_records, tmp_path):

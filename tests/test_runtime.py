@@ -452,3 +452,48 @@ def test_student_preset_exports_and_runs_in_the_runtime(real_records, tmp_path):
     record = real_records[0]
     points = landmarker.predict(read_rgb(record.image_path), box_from_landmarks(record.landmarks))
     assert points.shape == (68, 2) and np.all(np.isfinite(points))
+
+
+def test_flip_test_maps_the_mirrored_prediction_back(real_records):
+    """An oracle engine that answers a crop with the true landmarks' heatmaps and its
+    mirror image with the mirrored face's (x -> S-1-x, pairs swapped): both passes, and so
+    their average, must land on the truth; a wrong swap or x flip would move them."""
+    from fld.crop import crop_matrix, transform_points
+    from fld.images import read_image_rgb
+    from fld.runtime.landmarker import Landmarker
+    from fld.runtime.metadata import ModelInfo
+    from fld.schemes import get_scheme
+
+    scheme = get_scheme("300w_68")
+    info = ModelInfo(image_size=64, scheme=scheme, stride=4, decode_method="local_soft_argmax")
+    record = real_records[0]
+    image = read_image_rgb(record.image_path)
+    box = box_from_landmarks(record.landmarks)
+    truth = transform_points(crop_matrix(box, 64, info.crop_scale), record.landmarks)
+
+    def maps(points):  # Gaussian heatmaps (1, 16, 16, K), sigma 1 cell
+        cells = (points + 0.5) / info.stride - 0.5
+        grid = np.arange(16, dtype=np.float32)
+        gx = np.exp(-(grid[None] - cells[:, :1]) ** 2 / 2.0)   # (K, W)
+        gy = np.exp(-(grid[None] - cells[:, 1:]) ** 2 / 2.0)   # (K, H)
+        return np.einsum("kh,kw->hwk", gy, gx)[None].astype(np.float32)
+
+    class Oracle:
+        def __init__(self):
+            self.crop = None
+
+        def run(self, inputs):
+            if self.crop is None or np.array_equal(inputs, self.crop):
+                self.crop = inputs
+                return maps(truth)
+            assert np.array_equal(inputs, self.crop[:, :, ::-1]), "second pass is not the mirror"
+            mirrored = truth[np.asarray(scheme.flip_perm)].copy()
+            mirrored[:, 0] = 63 - mirrored[:, 0]
+            return maps(mirrored)
+
+    plain = Landmarker.from_engine(Oracle(), info).predict(image, box)
+    flipped = Landmarker.from_engine(Oracle(), info, flip_test=True).predict(image, box)
+    io = np.linalg.norm(record.landmarks[36] - record.landmarks[45])
+    assert np.abs(plain - record.landmarks).max() < 0.05 * io
+    assert np.abs(flipped - record.landmarks).max() < 0.05 * io
+    np.testing.assert_allclose(flipped, plain, atol=0.02 * io)

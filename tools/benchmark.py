@@ -7,7 +7,7 @@ Prints median and p90 latency per face of the interpreter alone (``invoke`` on a
 already quantised input) and of the whole ``Landmarker.predict`` (crop + normalise +
 quantise + invoke + decode + map back), on a real face from ../shared/data/300w/train
 when present, else on a synthetic image. The last line is ``latency_ms: N``, the
-crop+invoke+decode median.
+crop+invoke+decode median (``--flip_test``: with the mirrored crop's second invoke).
 
 The measurement runs in a child Python that imports only ``fld.runtime`` (no
 TensorFlow). ``--runtime tflite_runtime`` runs it in a separate virtual environment
@@ -41,6 +41,8 @@ flags.DEFINE_enum("runtime", None, ["ai_edge_litert", "tflite_runtime", "tf"],
                   "Interpreter to use (default: the first installed).")
 flags.DEFINE_string("venv", os.path.join(REPO, ".venv-tflite"),
                     "Virtual environment with tflite-runtime, for --runtime tflite_runtime.")
+flags.DEFINE_bool("flip_test", False, "Time Landmarker(flip_test=True): the mirrored crop "
+                  "is run too (two invokes per face).")
 flags.mark_flag_as_required("model")
 FLAGS = flags.FLAGS
 
@@ -57,7 +59,8 @@ else:  # synthetic: smooth noise with a bright ellipse where the face box is
     rng = np.random.default_rng(0)
     image = cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), (9, 9), 3)
     cv2.ellipse(image, (320, 240), (90, 120), 0, 0, 360, (200, 170, 150), -1)
-landmarker = Landmarker(args["model"], num_threads=args["threads"], runtime=args["runtime"])
+landmarker = Landmarker(args["model"], num_threads=args["threads"], runtime=args["runtime"],
+                        flip_test=args["flip_test"])
 times = time_landmarker(landmarker, image, args["box"], runs=args["runs"])
 print(json.dumps({"runtime": landmarker.model.runtime,
                   "input": str(landmarker.model.input_dtype), **times}))
@@ -93,7 +96,8 @@ def main(argv):
         raise app.UsageError(f"model file not found: {FLAGS.model}")
     image, box = benchmark_face()
     args = {"model": os.path.abspath(FLAGS.model), "threads": FLAGS.threads,
-            "runs": FLAGS.runs, "runtime": FLAGS.runtime, "image": image, "box": box}
+            "runs": FLAGS.runs, "runtime": FLAGS.runtime, "image": image, "box": box,
+            "flip_test": FLAGS.flip_test}
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     result = subprocess.run([python_for(FLAGS.runtime), "-c", _MEASURE_SCRIPT, json.dumps(args)],
                             capture_output=True, text=True, env=env)
@@ -102,7 +106,8 @@ def main(argv):
         return 1
     times = json.loads(result.stdout.strip().splitlines()[-1])
     print(f"model: {FLAGS.model} ({times['input']} input), runtime: {times['runtime']}, "
-          f"threads: {FLAGS.threads}, runs: {FLAGS.runs}, face: {image or 'synthetic'}")
+          f"threads: {FLAGS.threads}, runs: {FLAGS.runs}, face: {image or 'synthetic'}"
+          + (", flip_test (two invokes per face)" if FLAGS.flip_test else ""))
     for name, key in (("interpreter invoke", "invoke_ms"),
                       ("crop+invoke+decode", "total_ms")):
         values = np.asarray(times[key])

@@ -38,6 +38,8 @@ flags.DEFINE_enum("decode_method", None, list(DECODE_METHODS), "Host-side heatma
                   "models, as in training). Force one to compare float and int8 alike.")
 flags.DEFINE_string("compare_dlib", None, "dlib 68-point shape predictor .dat file to add as "
                     "a side-by-side row (needs the optional dlib package).")
+flags.DEFINE_bool("flip_test", False, "Also run each model on the mirrored crop and average "
+                  "the two predictions (twice the model time).")
 flags.mark_flags_as_required(["model", "data_dir"])
 FLAGS = flags.FLAGS
 
@@ -55,7 +57,8 @@ def main(_):
     if len(set(names)) != len(names):  # e.g. two runs' best.keras: name them by path
         names = [os.path.normpath(p) for p in FLAGS.model]
     predictors = {name: evaluation.load_predictor(p, FLAGS.decode_method, FLAGS.num_threads,
-                                                  FLAGS.preset, FLAGS.image_size, FLAGS.scheme)
+                                                  FLAGS.preset, FLAGS.image_size, FLAGS.scheme,
+                                                  flip_test=FLAGS.flip_test)
                   for name, p in zip(names, FLAGS.model)}
     for name, predictor in predictors.items():
         if predictor.scheme.num_points != scheme.num_points:

@@ -52,6 +52,8 @@ flags.DEFINE_bool("smooth", False, "Videos / webcam: track one face (the largest
                   "1-Euro filter (ignored for images).")
 flags.DEFINE_string("detector", "haar", "'haar' or a YuNet .onnx path.")
 flags.DEFINE_integer("threads", 1, "Interpreter CPU threads.")
+flags.DEFINE_bool("flip_test", False, "Also run the mirrored crop and average the two "
+                  "predictions: lower error, twice the model time.")
 flags.DEFINE_string("runtime", None, "Force ai_edge_litert, tflite_runtime or tf.")
 flags.DEFINE_integer("detect_every", 10, "Videos with --smooth: detect every N frames.")
 flags.DEFINE_integer("max_frames", 0, "Videos / webcam: stop after N frames (0: all).")
@@ -154,7 +156,7 @@ class Outputs:
 def make_landmarker() -> Landmarker:
     try:
         return Landmarker(FLAGS.model, num_threads=FLAGS.threads, runtime=FLAGS.runtime,
-                          detector=FLAGS.detector)
+                          detector=FLAGS.detector, flip_test=FLAGS.flip_test)
     except (FileNotFoundError, MetadataError, ModelError, ImportError) as e:
         raise InputError(str(e)) from None
 

@@ -58,6 +58,9 @@ class Landmarker:
         box_mapping: detector -> landmark box mapping. Default for Haar: the model
             metadata's ``box_mapping``, else the mapping measured for the model's
             scheme (``HAAR_BOX_MAPPINGS``); other detectors: their own default.
+        flip_test: also run the mirrored crop and average the two predictions (points
+            swapped with the scheme's ``flip_perm``): twice the model time for a
+            lower error (figures in MODEL_CARD.md).
     Attributes:
         info: the model's ``ModelInfo``; scheme: its landmark scheme; model: the
         ``TFLiteModel``.
@@ -65,7 +68,7 @@ class Landmarker:
 
     def __init__(self, model_path: Optional[str] = None, num_threads: int = 1,
                  runtime: Optional[str] = None, detector=None,
-                 box_mapping: Optional[BoxMapping] = None):
+                 box_mapping: Optional[BoxMapping] = None, flip_test: bool = False):
         if model_path is None:
             model_path = DEFAULT_MODEL_PATH
             if not os.path.isfile(model_path):
@@ -76,20 +79,22 @@ class Landmarker:
         model = TFLiteModel(model_path, num_threads=num_threads, runtime=runtime)
         info = read_model_info(model.model_bytes, source=str(model_path))
         model.check_shapes(info.image_size, info.heatmap_size, info.num_points)
-        self._setup(model, info, detector, box_mapping)
+        self._setup(model, info, detector, box_mapping, flip_test)
 
     @classmethod
     def from_engine(cls, engine, info: ModelInfo, detector=None,
-                    box_mapping: Optional[BoxMapping] = None) -> "Landmarker":
+                    box_mapping: Optional[BoxMapping] = None,
+                    flip_test: bool = False) -> "Landmarker":
         """A Landmarker around any engine with ``run(images (B,S,S,3) float) ->
         heatmaps (B,H,W,K) float``, e.g. a Keras model (``fld.keras_engine``), so that
         float and int8 models share the crop, decode and detection code."""
         landmarker = cls.__new__(cls)
-        landmarker._setup(engine, info, detector, box_mapping)
+        landmarker._setup(engine, info, detector, box_mapping, flip_test)
         return landmarker
 
-    def _setup(self, model, info: ModelInfo, detector, box_mapping) -> None:
+    def _setup(self, model, info: ModelInfo, detector, box_mapping, flip_test=False) -> None:
         self.model = model
+        self.flip_test = bool(flip_test)
         self.info: ModelInfo = info
         self.scheme = self.info.scheme
         self._detector_spec = detector
@@ -110,10 +115,14 @@ class Landmarker:
 
         ``method``: a ``fld.codec.DECODE_METHODS`` name; default the model's own.
         """
+        crop_points = self._crop_points(heatmaps, method)
+        return transform_points(invert_affine(matrix), crop_points)
+
+    def _crop_points(self, heatmaps: np.ndarray, method: Optional[str] = None) -> np.ndarray:
+        """(H, W, K) heatmaps -> (K, 2) crop pixels (0-based pixel centres)."""
         cells = decode_numpy(heatmaps, method or self.info.decode_method,
                              self.info.decode_radius)
-        crop_points = (cells + 0.5) * self.info.stride - 0.5
-        return transform_points(invert_affine(matrix), crop_points)
+        return (cells + 0.5) * self.info.stride - 0.5
 
     def predict(self, image_rgb: np.ndarray, box) -> np.ndarray:
         """(K, 2) float32 landmarks, 0-based image pixels, for the face in ``box``.
@@ -123,7 +132,14 @@ class Landmarker:
         """
         inputs, matrix = self.crop(image_rgb, box)
         heatmaps = self.model.run(inputs)[0]
-        return self.heatmaps_to_image(heatmaps, matrix)
+        if not self.flip_test:
+            return self.heatmaps_to_image(heatmaps, matrix)
+        points = self._crop_points(heatmaps)
+        mirrored = self._crop_points(self.model.run(np.ascontiguousarray(inputs[:, :, ::-1]))[0])
+        mirrored[:, 0] = self.info.image_size - 1 - mirrored[:, 0]   # back to the crop's x
+        # Point i of the face is point flip_perm[i] of its mirror image (pairs swap).
+        points = 0.5 * (points + mirrored[np.asarray(self.scheme.flip_perm)])
+        return transform_points(invert_affine(matrix), points)
 
     # --- with the detector ------------------------------------------------------------
     @property
