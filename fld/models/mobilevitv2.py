@@ -10,7 +10,7 @@ Layout (width multiplier a; 0.5 = the paper's student)::
     layer4  MV2 s2 + MobileViT-v2 block (d=96,  4 attn) 192           stride 16  -> P4
     layer5  MV2 s2 + MobileViT-v2 block (d=128, 3 attn) 256           stride 32  -> P5
 
-Deviations from the reference, all for int8 on tflite-runtime <= 2.14:
+Deviations from the reference, for int8 on tflite-runtime <= 2.14:
 - The reference normalises the attention tokens with GroupNorm(1 group). Keras'
   Group/LayerNormalization leave float islands (NEG, SQUARE) in an int8 TFLite model.
   ``token_norm="group"`` (presets ``mobilevitv2_*_gn``) uses ``SampleNormalization``, a
@@ -18,9 +18,8 @@ Deviations from the reference, all for int8 on tflite-runtime <= 2.14:
   BatchNormalization: a per-channel MUL/ADD at inference, the cheapest choice, but it
   does not bound the separable attention, whose output is quadratic in its input
   (relu(value) * sum(key * softmax(query))): a face that enlarges the residual stream
-  in inference mode is amplified block after block (measured on the 90-epoch width-1.0
-  student: layer-5 activations 1e12 times their median on a few validation faces,
-  BUILD.md "Token norm").
+  in inference mode is amplified block after block (BUILD.md, "Token norm"). Prefer
+  the ``_gn`` presets; the plain ones stay for the models trained with them.
 - Unfold/fold of 2x2 patches uses only 4-D/5-D transposes (tflite-runtime <= 2.11
   cannot run a 6-D TRANSPOSE; the authors' fix splits the 6-D permute in the same way).
 - Tokens are kept NHWC-like as (B, P, N, d) with P = 4 pixels per patch and N patches,
