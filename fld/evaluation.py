@@ -62,10 +62,8 @@ def load_predictor(path: str, decode_method: str | None = None, num_threads: int
         return landmarker
     from fld.keras_engine import keras_landmarker
 
-    landmarker = keras_landmarker(path, preset, image_size, scheme,
-                                  decode_method=decode_method or "soft_argmax")
-    landmarker.flip_test = bool(flip_test)
-    return landmarker
+    return keras_landmarker(path, preset, image_size, scheme,
+                            decode_method=decode_method or "soft_argmax", flip_test=flip_test)
 
 
 def match_detection(detections, gt_box, min_iou: float = 0.3):

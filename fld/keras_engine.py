@@ -76,10 +76,11 @@ def model_info_for(model, crop_scale: float = DEFAULT_CROP_SCALE,
 
 def keras_landmarker(path: str, preset: str | None = None, image_size: int | None = None,
                      scheme: str | None = None, detector=None,
-                     decode_method: str = "soft_argmax"):
+                     decode_method: str = "soft_argmax", flip_test: bool = False):
     """A ``fld.runtime.Landmarker`` running a Keras model file."""
     from fld.runtime.landmarker import Landmarker
 
     model = load_keras_model(path, preset, image_size, scheme)
     info = model_info_for(model, decode_method=decode_method)
-    return Landmarker.from_engine(KerasEngine(model), info, detector=detector)
+    return Landmarker.from_engine(KerasEngine(model), info, detector=detector,
+                                  flip_test=flip_test)

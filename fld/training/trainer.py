@@ -233,22 +233,28 @@ def find_backbone(model):
     return backbone
 
 
-def load_teacher(path: str, config: TrainConfig):
-    """Loads the frozen teacher and checks it fits the student's input and scheme."""
+def _load_keras_flag(flag: str, path: str, missing_hint: str = ""):
+    """The .keras model a flag names; errors name the flag and the file."""
     import keras
 
     import fld.models  # noqa: F401 - registers the model classes for deserialisation
-    from fld.schemes import get_scheme
 
     if not path or not os.path.isfile(path):
-        raise FileNotFoundError(f"--teacher {path!r}: no such file (give the teacher's "
-                                f"best.keras from stage 1)")
+        raise FileNotFoundError(f"--{flag} {path!r}: no such file{missing_hint}")
     if not path.endswith(".keras"):
-        raise ValueError(f"--teacher {path!r}: expected a Keras .keras file")
+        raise ValueError(f"--{flag} {path!r}: expected a Keras .keras file")
     try:
-        teacher = keras.saving.load_model(path, compile=False)
+        return keras.saving.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - re-raised with the path named
-        raise ValueError(f"--teacher {path!r}: not a loadable Keras model ({e})") from e
+        raise ValueError(f"--{flag} {path!r}: not a loadable Keras model ({e})") from e
+
+
+def load_teacher(path: str, config: TrainConfig):
+    """Loads the frozen teacher and checks it fits the student's input and scheme."""
+    from fld.schemes import get_scheme
+
+    teacher = _load_keras_flag("teacher", path,
+                               " (give the teacher's best.keras from stage 1)")
     scheme = get_scheme(config.scheme)
     outputs = teacher.output
     if not isinstance(outputs, dict) or "fused" not in outputs:
@@ -279,20 +285,17 @@ def init_student_weights(student, path: str) -> dict:
     import keras
     import numpy as np
 
-    import fld.models  # noqa: F401 - registers the model classes for deserialisation
+    source = _load_keras_flag("init_from", path)
 
-    if not path or not os.path.isfile(path):
-        raise FileNotFoundError(f"--init_from {path!r}: no such file")
-    if not path.endswith(".keras"):
-        raise ValueError(f"--init_from {path!r}: expected a Keras .keras file")
-    try:
-        source = keras.saving.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001 - re-raised with the path named
-        raise ValueError(f"--init_from {path!r}: not a loadable Keras model ({e})") from e
+    def leaf_layers(model):  # layers of nested models (the backbone) included
+        for layer in model.layers:
+            if isinstance(layer, keras.Model):
+                yield from leaf_layers(layer)
+            else:
+                yield layer
 
     def weighted_layers(model):
-        return {layer.name: layer for layer in model._flatten_layers(include_self=False)
-                if layer.weights and not isinstance(layer, keras.Model)}
+        return {layer.name: layer for layer in leaf_layers(model) if layer.weights}
 
     source_layers = weighted_layers(source)
     copied, skipped, params = [], [], 0
