@@ -208,7 +208,7 @@ def test_init_from_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="not a loadable Keras model"):
         trainer.init_student_weights(student, str(bad))
     (tmp_path / "weights.h5").write_text("x")
-    with pytest.raises(ValueError, match="expected a Keras .keras file"):
+    with pytest.raises(ValueError, match="expected a .keras model or an fld .tflite"):
         trainer.init_student_weights(student, str(tmp_path / "weights.h5"))
     inp = keras.Input((32, 32, 3))
     other = keras.Model(inp, keras.layers.Dense(3, name="unrelated")(inp))

@@ -56,7 +56,9 @@ class TrainConfig:
     # model
     model: str = _field("mobilevitv2_050", "Model preset (see fld.models.list_presets()).")
     teacher: Optional[str] = _field(None, "Teacher .keras file (stage 2, tools/distill.py).")
-    init_from: Optional[str] = _field(None, "Start the student from this .keras model's weights "
+    init_from: Optional[str] = _field(None, "Start the student from this .keras model's weights, or "
+                                      "an fld int8 .tflite's (dequantised; e.g. the shipped "
+                                      "fld/runtime/assets/default_68.tflite) "
                                       "(layers matched by name and shape; e.g. fine-tune or "
                                       "distil a trained student, or reuse a backbone for a new "
                                       "scheme). A resumed run's state wins over it.")
@@ -274,17 +276,26 @@ def load_teacher(path: str, config: TrainConfig):
     return teacher
 
 
-def init_student_weights(student, path: str) -> dict:
-    """Copies the weights of ``path`` (a .keras model) into ``student``, layer by layer.
+def init_student_weights(student, path: str, train_cache=None) -> dict:
+    """Copies the weights of ``path`` into ``student``, layer by layer.
 
+    ``path`` is a .keras model, or an fld int8 ``.tflite`` (e.g. the shipped default
+    model): its weights are dequantised and its folded BatchNorms unfolded
+    (``fld.tflite_weights``), then those BatchNorms get the statistics of 64 faces of
+    ``train_cache`` (a ``CropCache``) so that training mode starts from the exported
+    function.
     Layers are matched by name; a layer is copied only when all its weight shapes agree
     (so a backbone carries over to a model with another scheme's heads). Returns
     ``{"copied": [...], "skipped": [...], "copied_params": n}``; raises if the file is not
-    a loadable .keras model or no layer matched.
+    a loadable model or no layer matched.
     """
     import keras
     import numpy as np
 
+    if path and path.endswith(".tflite"):
+        return _init_from_tflite(student, path, train_cache)
+    if path and os.path.isfile(path) and not path.endswith(".keras"):
+        raise ValueError(f"--init_from {path!r}: expected a .keras model or an fld .tflite")
     source = _load_keras_flag("init_from", path)
 
     def leaf_layers(model):  # layers of nested models (the backbone) included
@@ -312,6 +323,33 @@ def init_student_weights(student, path: str) -> dict:
         raise ValueError(f"--init_from {path!r}: no layer matches the student by name and "
                          f"shape (another model family?)")
     return {"copied": copied, "skipped": skipped, "copied_params": params}
+
+
+def _init_from_tflite(student, path: str, cache) -> dict:
+    import cv2
+    import numpy as np
+
+    from fld.calibration import spread_indices
+    from fld.crop import normalize_image
+    from fld.tflite_weights import load_tflite_weights, recalibrate_batchnorm
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--init_from {path!r}: no such file")
+    try:
+        report = load_tflite_weights(student, path)
+    except ValueError as e:
+        raise ValueError(f"--init_from {e}") from e
+    if report["folded_bn"]:
+        if cache is None or not len(cache.images):
+            raise ValueError(f"--init_from {path!r}: a .tflite needs training faces to "
+                             f"recalibrate its {len(report['folded_bn'])} folded BatchNorms")
+        size = int(student.input_shape[1])
+        picked = spread_indices(len(cache.images), 64)
+        crops = np.stack([normalize_image(cv2.warpAffine(cache.images[i], cache.to_output,
+                                                         (size, size), flags=cv2.INTER_LINEAR))
+                          for i in picked])
+        recalibrate_batchnorm(student, report["folded_bn"], crops)
+    return report
 
 
 def build_distiller(config: TrainConfig, steps_per_epoch: int, strategy, student=None):
@@ -436,7 +474,7 @@ def train(config: TrainConfig, student=None, command: str = "", verbose=None) ->
     distiller = build_distiller(config, steps, strategy, student=student)
 
     if config.init_from:
-        init = init_student_weights(distiller.student, config.init_from)
+        init = init_student_weights(distiller.student, config.init_from, data.train)
         print(f"init_from {config.init_from}: {len(init['copied'])} layers copied "
               f"({init['copied_params']:,} weights), {len(init['skipped'])} left at their "
               f"initial values" + (f" ({', '.join(init['skipped'][:8])}"
