@@ -125,8 +125,11 @@ class SeparableAttentionContext(keras.layers.Layer):
         d = (c - 1) // 2
         query, key, value = qkv[..., :1], qkv[..., 1:1 + d], qkv[..., 1 + d:]
         scores = ops.softmax(ops.reshape(query, (-1, p, n)), axis=-1)   # over tokens
-        scores = ops.reshape(scores, (-1, p, n, 1))
-        context = ops.sum(key * scores, axis=2, keepdims=True)           # (B, P, 1, d)
+        # sum_N(scores * key) as a (1, N) x (N, d) product: in int8 a BATCH_MATMUL sums in
+        # int32, where a MUL then SUM rounds every scores * key term to the int8 grid of the
+        # largest one first (same float function).
+        scores = ops.reshape(scores, (-1, p, 1, n))
+        context = ops.matmul(scores, key)                                # (B, P, 1, d)
         return ops.relu(value) * context                                 # (B, P, N, d)
 
     def compute_output_shape(self, input_shape):
