@@ -45,21 +45,27 @@ class FaceResult:
 
 def load_predictor(path: str, decode_method: str | None = None, num_threads: int = 1,
                    preset: str | None = None, image_size: int | None = None,
-                   scheme: str | None = None, flip_test: bool = False):
+                   scheme: str | None = None, flip_test: bool = False,
+                   reference_kernels: bool = False):
     """A runtime ``Landmarker`` for a ``.tflite`` file or a Keras model file.
 
     ``decode_method`` overrides the host-side decode (default: a ``.tflite``'s stored one;
     soft-argmax for Keras models, as training's validation decodes). ``preset``,
     ``image_size`` and ``scheme`` are needed for ``.weights.h5`` files only.
     ``flip_test``: average with the mirrored crop's prediction (``Landmarker``).
+    ``reference_kernels``: a ``.tflite`` runs on TFLite's reference kernels instead of
+    XNNPACK (CPU-independent results; an error for Keras models).
     """
     if path.endswith(".tflite"):
         from fld.runtime.landmarker import Landmarker
 
-        landmarker = Landmarker(path, num_threads=num_threads, flip_test=flip_test)
+        landmarker = Landmarker(path, num_threads=num_threads, flip_test=flip_test,
+                                reference_kernels=reference_kernels)
         if decode_method:
             landmarker.info = dataclasses.replace(landmarker.info, decode_method=decode_method)
         return landmarker
+    if reference_kernels:
+        raise ValueError(f"{path}: reference_kernels applies to .tflite models only")
     from fld.keras_engine import keras_landmarker
 
     return keras_landmarker(path, preset, image_size, scheme,

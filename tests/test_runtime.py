@@ -497,3 +497,31 @@ def test_flip_test_maps_the_mirrored_prediction_back(real_records):
     assert np.abs(plain - record.landmarks).max() < 0.05 * io
     assert np.abs(flipped - record.landmarks).max() < 0.05 * io
     np.testing.assert_allclose(flipped, plain, atol=0.02 * io)
+
+
+def test_describe_cpu_names_the_int8_kernel_flags(tmp_path):
+    from fld.runtime import describe_cpu
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu sse avx2 "
+                   "avx512f avx512_vnni\n\nprocessor\t: 1\nmodel name\t: Some Xeon\n")
+    assert describe_cpu(str(x86)) == "Some Xeon [avx2 avx512f avx512_vnni]"
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp crc32\n")
+    assert describe_cpu(str(arm)).endswith("[asimd asimddp]")
+    assert "no flags read" in describe_cpu(str(tmp_path / "missing"))
+
+
+def test_reference_kernels_option(tiny, real_records):
+    from fld.evaluation import load_predictor
+    from fld.runtime import Landmarker
+
+    record = real_records[0]
+    image, box = read_rgb(record.image_path), box_from_landmarks(record.landmarks)
+    reference = load_predictor(tiny["int8"], reference_kernels=True)
+    assert reference.model.kernels == "reference"
+    side = 1.2 * float(max(box[2] - box[0], box[3] - box[1]))
+    difference = reference.predict(image, box) - Landmarker(tiny["int8"]).predict(image, box)
+    assert np.abs(difference).max() * TINY_SIZE / side < INT8_TOLERANCE_CROP_PX
+    with pytest.raises(ValueError, match="tflite models only"):
+        load_predictor(os.path.join(tiny["folder"], "model.keras"), reference_kernels=True)

@@ -43,6 +43,8 @@ flags.DEFINE_string("venv", os.path.join(REPO, ".venv-tflite"),
                     "Virtual environment with tflite-runtime, for --runtime tflite_runtime.")
 flags.DEFINE_bool("flip_test", False, "Time Landmarker(flip_test=True): the mirrored crop "
                   "is run too (two invokes per face).")
+flags.DEFINE_bool("reference_kernels", False, "Time TFLite's reference kernels instead of "
+                  "XNNPACK (the kernels tools/evaluate.py --reference_kernels scores).")
 flags.mark_flag_as_required("model")
 FLAGS = flags.FLAGS
 
@@ -51,7 +53,7 @@ _MEASURE_SCRIPT = """
 import json, sys
 import numpy as np
 import cv2
-from fld.runtime import Landmarker, time_landmarker
+from fld.runtime import Landmarker, describe_cpu, time_landmarker
 args = json.loads(sys.argv[1])
 if args["image"]:
     image = cv2.cvtColor(cv2.imread(args["image"]), cv2.COLOR_BGR2RGB)
@@ -60,9 +62,11 @@ else:  # synthetic: smooth noise with a bright ellipse where the face box is
     image = cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), (9, 9), 3)
     cv2.ellipse(image, (320, 240), (90, 120), 0, 0, 360, (200, 170, 150), -1)
 landmarker = Landmarker(args["model"], num_threads=args["threads"], runtime=args["runtime"],
-                        flip_test=args["flip_test"])
+                        flip_test=args["flip_test"],
+                        reference_kernels=args["reference_kernels"])
 times = time_landmarker(landmarker, image, args["box"], runs=args["runs"])
-print(json.dumps({"runtime": landmarker.model.runtime,
+print(json.dumps({"runtime": landmarker.model.runtime, "kernels": landmarker.model.kernels,
+                  "cpu": describe_cpu(),
                   "input": str(landmarker.model.input_dtype), **times}))
 """
 
@@ -97,7 +101,7 @@ def main(argv):
     image, box = benchmark_face()
     args = {"model": os.path.abspath(FLAGS.model), "threads": FLAGS.threads,
             "runs": FLAGS.runs, "runtime": FLAGS.runtime, "image": image, "box": box,
-            "flip_test": FLAGS.flip_test}
+            "flip_test": FLAGS.flip_test, "reference_kernels": FLAGS.reference_kernels}
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     result = subprocess.run([python_for(FLAGS.runtime), "-c", _MEASURE_SCRIPT, json.dumps(args)],
                             capture_output=True, text=True, env=env)
@@ -105,9 +109,11 @@ def main(argv):
         print(result.stderr[-4000:], file=sys.stderr)
         return 1
     times = json.loads(result.stdout.strip().splitlines()[-1])
-    print(f"model: {FLAGS.model} ({times['input']} input), runtime: {times['runtime']}, "
+    print(f"model: {FLAGS.model} ({times['input']} input), runtime: {times['runtime']} "
+          f"({times['kernels']} kernels), "
           f"threads: {FLAGS.threads}, runs: {FLAGS.runs}, face: {image or 'synthetic'}"
           + (", flip_test (two invokes per face)" if FLAGS.flip_test else ""))
+    print(f"cpu: {times['cpu']}")
     for name, key in (("interpreter invoke", "invoke_ms"),
                       ("crop+invoke+decode", "total_ms")):
         values = np.asarray(times[key])

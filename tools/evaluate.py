@@ -40,6 +40,9 @@ flags.DEFINE_string("compare_dlib", None, "dlib 68-point shape predictor .dat fi
                     "a side-by-side row (needs the optional dlib package).")
 flags.DEFINE_bool("flip_test", False, "Also run each model on the mirrored crop and average "
                   "the two predictions (twice the model time).")
+flags.DEFINE_bool("reference_kernels", False, "Run .tflite models on TFLite's reference "
+                  "kernels instead of XNNPACK: the same result on every CPU (XNNPACK picks "
+                  "int8 kernels by instruction set). Keras models are unaffected.")
 flags.mark_flags_as_required(["model", "data_dir"])
 FLAGS = flags.FLAGS
 
@@ -58,7 +61,9 @@ def main(_):
         names = [os.path.normpath(p) for p in FLAGS.model]
     predictors = {name: evaluation.load_predictor(p, FLAGS.decode_method, FLAGS.num_threads,
                                                   FLAGS.preset, FLAGS.image_size, FLAGS.scheme,
-                                                  flip_test=FLAGS.flip_test)
+                                                  flip_test=FLAGS.flip_test,
+                                                  reference_kernels=(FLAGS.reference_kernels
+                                                                     and p.endswith(".tflite")))
                   for name, p in zip(names, FLAGS.model)}
     for name, predictor in predictors.items():
         if predictor.scheme.num_points != scheme.num_points:
@@ -72,11 +77,17 @@ def main(_):
             print(f"--compare_dlib skipped: {reason}")
         else:
             predictors["dlib"] = DlibPredictor(FLAGS.compare_dlib)
+    from fld.runtime.interpreter import describe_cpu
+
+    print(f"cpu: {describe_cpu()}")
     results = {}
     for name, predictor in predictors.items():
         results[name] = evaluation.evaluate(records, predictor, scheme, FLAGS.boxes)
         rows = evaluation.summary_rows(results[name])
-        print(f"\n{name}  ({len(records)} faces, {scheme.name}, boxes: {FLAGS.boxes})")
+        engine = predictor.model
+        kernels = (f", {engine.runtime} {engine.kernels} kernels"
+                   if hasattr(engine, "kernels") else "")
+        print(f"\n{name}  ({len(records)} faces, {scheme.name}, boxes: {FLAGS.boxes}{kernels})")
         print(evaluation.format_table(rows))
         if FLAGS.boxes == "detector":
             overall = rows[-1]

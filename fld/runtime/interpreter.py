@@ -49,6 +49,33 @@ def interpreter_class(runtime: Optional[str] = None):
                       "ai-edge-litert or tflite-runtime")
 
 
+# CPU features that decide which int8 kernels XNNPACK runs (x86 and Arm names as Linux
+# reports them in /proc/cpuinfo).
+_KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp",
+                 "i8mm")
+
+
+def describe_cpu(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """'model name [flags that pick XNNPACK's int8 kernels]', e.g. to print beside
+    latency or accuracy figures; the platform's machine name where /proc is absent."""
+    import platform
+
+    model, cpu_flags = "", set()
+    try:
+        with open(cpuinfo_path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware") and not model:
+                    model = value.strip()
+                elif key in ("flags", "features"):
+                    cpu_flags.update(value.split())
+    except OSError:
+        pass
+    found = [name for name in _KERNEL_FLAGS if name in cpu_flags]
+    return f"{model or platform.machine() or 'unknown CPU'} [{' '.join(found) or 'no flags read'}]"
+
+
 def _quantization(detail: dict) -> tuple[float, int]:
     scale, zero_point = detail.get("quantization", (0.0, 0))
     params = detail.get("quantization_parameters") or {}
@@ -66,13 +93,18 @@ class TFLiteModel:
             only names it in messages).
         num_threads: CPU threads for the interpreter.
         runtime: force an interpreter by name (see ``RUNTIMES``); None = first found.
+        reference_kernels: run TFLite's portable reference kernels instead of the
+            default XNNPACK delegate (``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``).
+            XNNPACK's int8 kernels are chosen by CPU instruction set, so their results can
+            differ slightly from one CPU to another; the reference kernels give the same
+            result everywhere (slower). For diagnosing accuracy, not for deployment.
     Attributes:
         runtime: the interpreter's name; input_shape / output_shape: tensor shapes;
         input_dtype / output_dtype: numpy types; model_bytes: the file's bytes.
     """
 
     def __init__(self, path: str, num_threads: int = 1, runtime: Optional[str] = None,
-                 model_bytes: Optional[bytes] = None):
+                 model_bytes: Optional[bytes] = None, reference_kernels: bool = False):
         self.path = str(path)
         if model_bytes is None:
             if not os.path.isfile(self.path):
@@ -81,9 +113,15 @@ class TFLiteModel:
                 model_bytes = f.read()
         self.model_bytes = model_bytes
         self.runtime, interpreter_cls = interpreter_class(runtime)
+        self.reference_kernels = bool(reference_kernels)
+        options = {}
+        if self.reference_kernels:
+            module = importlib.import_module(RUNTIMES[self.runtime][0])
+            options["experimental_op_resolver_type"] = (
+                module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         try:
             self.interpreter = interpreter_cls(model_content=self.model_bytes,
-                                               num_threads=int(num_threads))
+                                               num_threads=int(num_threads), **options)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.path}: cannot load in {self.runtime} ({e})") from None
@@ -106,6 +144,11 @@ class TFLiteModel:
                                  f"parameters")
             if dtype.kind not in "iuf":
                 raise ModelError(f"{self.path}: unsupported {what} tensor type {dtype}")
+
+    @property
+    def kernels(self) -> str:
+        """'reference' or 'xnnpack' (the interpreter's default delegate)."""
+        return "reference" if self.reference_kernels else "xnnpack"
 
     def check_shapes(self, image_size: int, heatmap_size: int, num_points: int) -> None:
         """Raises ModelError unless input is (1,S,S,3) and output (1,H,H,K)."""

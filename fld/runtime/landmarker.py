@@ -61,6 +61,8 @@ class Landmarker:
         flip_test: also run the mirrored crop and average the two predictions (points
             swapped with the scheme's ``flip_perm``): twice the model time for a
             lower error (figures in MODEL_CARD.md).
+        reference_kernels: TFLite's reference kernels instead of XNNPACK
+            (``TFLiteModel``): CPU-independent results, for diagnosing accuracy.
     Attributes:
         info: the model's ``ModelInfo``; scheme: its landmark scheme; model: the
         ``TFLiteModel``.
@@ -68,7 +70,8 @@ class Landmarker:
 
     def __init__(self, model_path: Optional[str] = None, num_threads: int = 1,
                  runtime: Optional[str] = None, detector=None,
-                 box_mapping: Optional[BoxMapping] = None, flip_test: bool = False):
+                 box_mapping: Optional[BoxMapping] = None, flip_test: bool = False,
+                 reference_kernels: bool = False):
         if model_path is None:
             model_path = DEFAULT_MODEL_PATH
             if not os.path.isfile(model_path):
@@ -76,7 +79,8 @@ class Landmarker:
                     f"the bundled default model {model_path} is missing (a partial checkout "
                     f"or install?): reinstall fld, or pass model_path= a .tflite exported "
                     f"by fld")
-        model = TFLiteModel(model_path, num_threads=num_threads, runtime=runtime)
+        model = TFLiteModel(model_path, num_threads=num_threads, runtime=runtime,
+                            reference_kernels=reference_kernels)
         info = read_model_info(model.model_bytes, source=str(model_path))
         model.check_shapes(info.image_size, info.heatmap_size, info.num_points)
         self._setup(model, info, detector, box_mapping, flip_test)
