@@ -256,6 +256,20 @@ def convert(
     Returns:
         The ``.tflite`` bytes.
     """
+    return make_converter(model, quantize, representative_images, input_type, outputs,
+                          output_cap).convert()
+
+
+def make_converter(
+    model,
+    quantize: str = "int8",
+    representative_images: Iterable[np.ndarray] | None = None,
+    input_type: str = "int8",
+    outputs: str | Sequence[str] | None = "fused",
+    output_cap: Optional[float] = None,
+):
+    """The ``tf.lite.TFLiteConverter`` that ``convert`` runs (same arguments), e.g. for
+    ``tf.lite.experimental.QuantizationDebugger`` (``tools/quant_error.py``)."""
     import tensorflow as tf
 
     if quantize not in QUANTIZE_MODES:
@@ -289,7 +303,7 @@ def convert(
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return converter.convert()
+    return converter
 
 
 def audit(tflite_bytes: bytes, int8: bool = True, raise_on_error: bool = True) -> AuditReport:

@@ -223,3 +223,36 @@ def test_points_that_are_not_a_subset_are_an_error(student_68, tmp_path):
     assert done.returncode == 1
     assert "not a subset" in done.stderr and "--points wflw_98" in done.stderr
     assert not (tmp_path / "x.tflite").exists()
+
+
+def run_quant_error(*args, timeout=300):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "quant_error.py"),
+                           *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def test_quant_error_tool_reports_per_tensor_int8_errors(student, faces_dir, tmp_path):
+    path, _ = student
+    result = run_quant_error("--checkpoint", path, "--data_dir", faces_dir, "--holdout_every",
+                             "0", "--num_calibration", "16", "--num_debug", "4", "--top", "5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert "4 other faces" in lines[0]
+    table = lines[2:7]
+    assert len(table) == 5
+    means = [abs(float(line.split()[1])) for line in table]
+    assert means == sorted(means, reverse=True)   # worst mean error first
+    assert "CONV_2D" in lines[-2] and "BATCH_MATMUL" in lines[-2]
+    # BATCH_MATMUL rows come from the direct check: exact to rounding, no debugger offset
+    matmul = float(lines[-2].split("BATCH_MATMUL ")[1].split()[0])
+    assert abs(matmul) < 0.5
+    worst = float(lines[-1].split(": ")[1])
+    assert np.isfinite(worst) and worst == means[0]
+    # bad inputs: clear errors, naming the file or folder
+    bad = run_quant_error("--checkpoint", str(tmp_path / "missing.keras"), "--data_dir", faces_dir)
+    assert bad.returncode != 0 and "missing.keras" in bad.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = run_quant_error("--checkpoint", path, "--data_dir", str(empty))
+    assert bad.returncode != 0 and str(empty) in bad.stderr
