@@ -39,7 +39,8 @@ FLAGS = flags.FLAGS
 
 
 def tensor_errors(debugger) -> list[dict]:
-    """Rows of the debugger's layer statistics with errors in quantisation steps."""
+    """Rows of the debugger's layer statistics with errors in quantisation steps, in the
+    debugger's order (``main`` sorts them once the BATCH_MATMUL rows are replaced)."""
     buffer = io.StringIO()
     debugger.layer_statistics_dump(buffer)
     rows = []
@@ -50,7 +51,7 @@ def tensor_errors(debugger) -> list[dict]:
         rows.append({"op": row["op_name"], "tensor": row["tensor_name"],
                      "mean_steps": float(row["mean_error"]) / scale,
                      "rms_steps": float(row["mean_squared_error"]) ** 0.5 / scale})
-    return sorted(rows, key=lambda r: -abs(r["mean_steps"]))
+    return rows
 
 
 def direct_matmul_errors(tflite_bytes: bytes, crops) -> dict[str, dict]:
