@@ -6,6 +6,7 @@ landmark (so every map has one clear peak that the image content shifts by a fra
 of a cell), 5 landmarks. It is converted to full-int8 and to float32 TFLite.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -128,7 +129,7 @@ def tiny(real_records):
 def test_metadata_round_trip_keeps_model_identical(tiny):
     from fld.export_metadata import embed_metadata
     from fld.runtime import TFLiteModel
-    from fld.runtime.metadata import ModelInfo, make_model_info, read_metadata
+    from fld.runtime.metadata import MetadataError, ModelInfo, make_model_info, read_metadata
 
     with open(tiny["nometa"], "rb") as f:
         plain = f.read()
@@ -140,6 +141,12 @@ def test_metadata_round_trip_keeps_model_identical(tiny):
     assert meta["decode"] == {"method": "local_soft_argmax", "radius": 2}
     back = ModelInfo.from_dict(meta)
     assert back == info and back.scheme == get_scheme("300w_68")
+    assert "fine_output" not in meta and back.fine_output is None
+    two_range = dataclasses.replace(info, fine_output=("Identity_1", 16.0))
+    assert two_range.to_dict()["fine_output"] == {"tensor": "Identity_1", "ratio": 16.0}
+    assert ModelInfo.from_dict(two_range.to_dict()) == two_range
+    with pytest.raises(MetadataError, match="fine_output"):
+        dataclasses.replace(info, fine_output=("Identity_1", 0.5))
     # Embedding again replaces the entry instead of adding a second one.
     second = embed_metadata(first, make_model_info(TINY_SCHEME, TINY_SIZE))
     assert ModelInfo.from_dict(read_metadata(second)).scheme == TINY_SCHEME

@@ -74,8 +74,14 @@ flags.DEFINE_float("outlier_factor", 10.0, "int8: leave out of calibration any f
 flags.DEFINE_float("output_cap_percentile", 90.0, "int8: clip the output heatmaps at this "
                    "percentile of their peaks on the calibration faces, so that the int8 "
                    "output resolves typical maps (fld.export; 0: no clip).")
+flags.DEFINE_float("fine_ratio", 16.0, "int8 with the output clip: add a second output "
+                   "holding the maps times this ratio, which keeps their low tails "
+                   "(fld.export.capped_fused_model; the runtime merges the two); 0 = one "
+                   "output.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 flags.mark_flags_as_required(["checkpoint", "output"])
+flags.register_validator("fine_ratio", lambda v: v == 0 or v > 1,
+                         message="--fine_ratio must be 0 (one output) or > 1")
 FLAGS = flags.FLAGS
 
 
@@ -238,13 +244,17 @@ def run() -> str:
             input_type=FLAGS.input_type, crop_scale=FLAGS.crop_scale,
             decode_method="local_soft_argmax" if auto else FLAGS.decode_method,
             decode_radius=FLAGS.decode_radius,
-            verify=verify, output_cap_percentile=FLAGS.output_cap_percentile or None)
+            verify=verify, output_cap_percentile=FLAGS.output_cap_percentile or None,
+            fine_ratio=FLAGS.fine_ratio or None)
     except export.AuditError as e:
         raise ConvertError(f"{FLAGS.output} not written: {e}") from None
     print(f"audit: {result.report}")
     if result.output_cap is not None:
         print(f"output clipped at {result.output_cap:.4g} (the {FLAGS.output_cap_percentile:g}th "
               f"percentile of the heatmap peaks on the calibration faces)")
+    if result.info.fine_output is not None:
+        print(f"two-range output: fine maps x{result.info.fine_output[1]:g} in tensor "
+              f"{result.info.fine_output[0]!r}")
     if checked:
         line = (f"{quantize} vs float Keras on {checked['faces']} held-out faces: landmark "
                 f"difference mean {checked['mean_diff']:.3f}, max {checked['max_diff']:.3f} "

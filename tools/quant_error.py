@@ -124,7 +124,8 @@ def main(argv):
     debug = calibration.face_crops(debug_faces, size, desc="debug crops")
     cap = (export.map_peak_percentile(model, calib, FLAGS.output_cap_percentile)
            if FLAGS.output_cap_percentile else None)
-    converter = export.make_converter(model, "int8", calib, output_cap=cap)
+    converter = export.make_converter(model, "int8", calib, output_cap=cap,
+                                      fine_ratio=export.DEFAULT_FINE_RATIO if cap else None)
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=lambda: ([crop] for crop in debug))
     debugger.run()

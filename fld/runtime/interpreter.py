@@ -126,11 +126,13 @@ class TFLiteModel:
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.path}: cannot load in {self.runtime} ({e})") from None
         inputs = self.interpreter.get_input_details()
-        outputs = self.interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelError(f"{self.path}: expected one input and one output tensor, got "
-                             f"{len(inputs)} and {len(outputs)}")
-        self._input, self._output = inputs[0], outputs[0]
+        self._outputs = self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(self._outputs) not in (1, 2):
+            raise ModelError(f"{self.path}: expected one input and one output tensor (or two "
+                             f"for a two-range int8 output), got {len(inputs)} and "
+                             f"{len(self._outputs)}")
+        self._input, self._output = inputs[0], self._outputs[0]
+        self._fine, self.fine_ratio = None, None
         self.input_shape = tuple(int(v) for v in self._input["shape"])
         self.output_shape = tuple(int(v) for v in self._output["shape"])
         self.input_dtype = np.dtype(self._input["dtype"])
@@ -144,6 +146,29 @@ class TFLiteModel:
                                  f"parameters")
             if dtype.kind not in "iuf":
                 raise ModelError(f"{self.path}: unsupported {what} tensor type {dtype}")
+
+    def set_fine_output(self, fine_output: Optional[tuple[str, float]]) -> None:
+        """Declares the model's two-range output (``ModelInfo.fine_output``: the second
+        tensor's name and its ratio), which ``run`` then merges; None: one output."""
+        if fine_output is None:
+            if len(self._outputs) != 1:
+                raise ModelError(f"{self.path}: {len(self._outputs)} output tensors but its "
+                                 f"metadata names no fine output")
+            return
+        name, ratio = fine_output
+        fine = [d for d in self._outputs if d["name"] == name]
+        if len(self._outputs) != 2 or len(fine) != 1:
+            raise ModelError(f"{self.path}: its metadata names the fine output {name!r}, but "
+                             f"the output tensors are "
+                             f"{[d['name'] for d in self._outputs]}")
+        self._fine = fine[0]
+        self._output = next(d for d in self._outputs if d["name"] != name)
+        self.fine_ratio = float(ratio)
+        self.output_quantization = _quantization(self._output)
+        if (tuple(int(v) for v in self._fine["shape"]) != self.output_shape
+                or np.dtype(self._fine["dtype"]).kind not in "iu"):
+            raise ModelError(f"{self.path}: the fine output {name!r} must be an integer "
+                             f"tensor shaped like the main output {self.output_shape}")
 
     @property
     def kernels(self) -> str:
@@ -182,9 +207,24 @@ class TFLiteModel:
         return self.interpreter.get_tensor(self._output["index"])
 
     def run(self, images: np.ndarray) -> np.ndarray:
-        """Float (1, S, S, 3) input in the model's range -> float32 output."""
+        """Float (1, S, S, 3) input in the model's range -> float32 output.
+
+        A two-range output (``set_fine_output``) is merged: the fine tensor's values
+        divided by the ratio wherever it is not clipped at its top, the main tensor's
+        elsewhere (the peaks), so the low tails keep the fine tensor's ``ratio`` times
+        smaller int8 step."""
         images = np.asarray(images, np.float32)
         if images.shape != self.input_shape:
             raise ValueError(f"{self.path}: input shape {images.shape}, model expects "
                              f"{self.input_shape}")
-        return self.dequantize_output(self.invoke_raw(self.quantize_input(images)))
+        if len(self._outputs) == 2 and self._fine is None:
+            raise ModelError(f"{self.path}: two output tensors: call set_fine_output with "
+                             f"the model's metadata (Landmarker does)")
+        coarse = self.dequantize_output(self.invoke_raw(self.quantize_input(images)))
+        if self._fine is None:
+            return coarse
+        raw = self.interpreter.get_tensor(self._fine["index"])
+        scale, zero_point = _quantization(self._fine)
+        fine = (raw.astype(np.float32) - zero_point) * (scale / self.fine_ratio)
+        clipped = raw >= np.iinfo(raw.dtype).max
+        return np.where(clipped, coarse, fine).astype(np.float32)

@@ -82,6 +82,7 @@ class Landmarker:
         model = TFLiteModel(model_path, num_threads=num_threads, runtime=runtime,
                             reference_kernels=reference_kernels)
         info = read_model_info(model.model_bytes, source=str(model_path))
+        model.set_fine_output(info.fine_output)
         model.check_shapes(info.image_size, info.heatmap_size, info.num_points)
         self._setup(model, info, detector, box_mapping, flip_test)
 

@@ -87,6 +87,10 @@ class ModelInfo:
         quantization: ``int8`` / ``float16`` / ``dynamic`` / ``none``.
         box_mapping: optional (dx, dy, sx, sy) mapping of the default face detector's
             boxes onto landmark boxes (see ``fld.runtime.detector.BoxMapping``).
+        fine_output: int8 two-range output (``fld.export.capped_fused_model``): the name
+            of the second output tensor, which holds the same maps times ``ratio`` with
+            its own int8 range (clipped where the first output's values exceed
+            1/ratio of its top), and ``ratio``. None = one output tensor.
         extra: any other keys found in the JSON (kept on a round trip).
     """
 
@@ -100,6 +104,7 @@ class ModelInfo:
     decode_radius: int = 2
     quantization: str = "int8"
     box_mapping: Optional[tuple[float, float, float, float]] = None
+    fine_output: Optional[tuple[str, float]] = None
     extra: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -117,6 +122,10 @@ class ModelInfo:
                                 f"{DECODE_METHODS}")
         if self.box_mapping is not None and len(self.box_mapping) != 4:
             raise MetadataError(f"box_mapping needs 4 numbers, got {self.box_mapping}")
+        if self.fine_output is not None and (len(self.fine_output) != 2
+                                             or not float(self.fine_output[1]) > 1):
+            raise MetadataError(f"fine_output needs (tensor name, ratio > 1), got "
+                                f"{self.fine_output}")
 
     @property
     def heatmap_size(self) -> int:
@@ -141,6 +150,9 @@ class ModelInfo:
         })
         if self.box_mapping is not None:
             out["box_mapping"] = [float(v) for v in self.box_mapping]
+        if self.fine_output is not None:
+            out["fine_output"] = {"tensor": str(self.fine_output[0]),
+                                  "ratio": float(self.fine_output[1])}
         return out
 
     @classmethod
@@ -152,10 +164,11 @@ class ModelInfo:
             raise MetadataError(f"fld metadata format {meta.get('format')!r} is not "
                                 f"{FORMAT!r} (written by a newer or older fld?)")
         known = {"format", "image_size", "stride", "scheme", "crop_scale", "normalisation",
-                 "output", "decode", "quantization", "box_mapping"}
+                 "output", "decode", "quantization", "box_mapping", "fine_output"}
         try:
             decode = meta.get("decode") or {}
             mapping = meta.get("box_mapping")
+            fine = meta.get("fine_output")
             return cls(
                 image_size=int(meta["image_size"]),
                 scheme=scheme_from_dict(meta["scheme"]),
@@ -167,6 +180,8 @@ class ModelInfo:
                 decode_radius=int(decode.get("radius", 2)),
                 quantization=str(meta.get("quantization", "none")),
                 box_mapping=None if mapping is None else tuple(float(v) for v in mapping),
+                fine_output=(None if fine is None
+                             else (str(fine["tensor"]), float(fine["ratio"]))),
                 extra={k: v for k, v in meta.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError) as e:
