@@ -29,6 +29,8 @@ def test_default_model_is_full_integer_int8(landmarker):
     info = landmarker.info
     assert info.scheme.name == "300w_68" and info.scheme.num_points == 68
     assert info.quantization == "int8"
+    # the two-range output (fld.export.capped_fused_model): its fine tensor is loaded
+    assert info.fine_output is not None and landmarker.model.fine_ratio == info.fine_output[1]
     with open(DEFAULT_MODEL_PATH, "rb") as f:
         report = audit(f.read(), int8=True)  # raises on any float32 tensor or op
     assert sum(report.op_counts.values()) > 0 and not report.float_ops and not report.problems
