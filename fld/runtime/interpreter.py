@@ -166,9 +166,10 @@ class TFLiteModel:
         self.fine_ratio = float(ratio)
         self.output_quantization = _quantization(self._output)
         if (tuple(int(v) for v in self._fine["shape"]) != self.output_shape
-                or np.dtype(self._fine["dtype"]).kind not in "iu"):
-            raise ModelError(f"{self.path}: the fine output {name!r} must be an integer "
-                             f"tensor shaped like the main output {self.output_shape}")
+                or np.dtype(self._fine["dtype"]).kind not in "iu"
+                or _quantization(self._fine)[0] <= 0):
+            raise ModelError(f"{self.path}: the fine output {name!r} must be a quantised "
+                             f"integer tensor shaped like the main output {self.output_shape}")
 
     @property
     def kernels(self) -> str:
@@ -201,7 +202,8 @@ class TFLiteModel:
         return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
     def invoke_raw(self, tensor: np.ndarray) -> np.ndarray:
-        """Runs on an input already in the tensor's type; returns the raw output."""
+        """Runs on an input already in the tensor's type; returns the raw (main) output.
+        A two-range model's fine output is then ``interpreter.get_tensor`` of its index."""
         self.interpreter.set_tensor(self._input["index"], tensor)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._output["index"])
