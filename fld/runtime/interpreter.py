@@ -85,6 +85,11 @@ def _quantization(detail: dict) -> tuple[float, int]:
     return float(scale), int(zero_point)
 
 
+def _dequantize(raw: np.ndarray, quantization: tuple[float, int]) -> np.ndarray:
+    scale, zero_point = quantization
+    return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
 class TFLiteModel:
     """One loaded TFLite model with a single image input and a single output.
 
@@ -132,7 +137,7 @@ class TFLiteModel:
                              f"for a two-range int8 output), got {len(inputs)} and "
                              f"{len(self._outputs)}")
         self._input, self._output = inputs[0], self._outputs[0]
-        self._fine, self.fine_ratio = None, None
+        self._fine, self._fine_quantization, self.fine_ratio = None, None, None
         self.input_shape = tuple(int(v) for v in self._input["shape"])
         self.output_shape = tuple(int(v) for v in self._output["shape"])
         self.input_dtype = np.dtype(self._input["dtype"])
@@ -161,13 +166,13 @@ class TFLiteModel:
             raise ModelError(f"{self.path}: its metadata names the fine output {name!r}, but "
                              f"the output tensors are "
                              f"{[d['name'] for d in self._outputs]}")
-        self._fine = fine[0]
+        self._fine, self._fine_quantization = fine[0], _quantization(fine[0])
         self._output = next(d for d in self._outputs if d["name"] != name)
         self.fine_ratio = float(ratio)
         self.output_quantization = _quantization(self._output)
         if (tuple(int(v) for v in self._fine["shape"]) != self.output_shape
                 or np.dtype(self._fine["dtype"]).kind not in "iu"
-                or _quantization(self._fine)[0] <= 0):
+                or self._fine_quantization[0] <= 0):
             raise ModelError(f"{self.path}: the fine output {name!r} must be a quantised "
                              f"integer tensor shaped like the main output {self.output_shape}")
 
@@ -198,8 +203,7 @@ class TFLiteModel:
     def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
         if self.output_dtype.kind == "f":
             return raw.astype(np.float32)
-        scale, zero_point = self.output_quantization
-        return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
+        return _dequantize(raw, self.output_quantization)
 
     def invoke_raw(self, tensor: np.ndarray) -> np.ndarray:
         """Runs on an input already in the tensor's type; returns the raw (main) output.
@@ -226,7 +230,6 @@ class TFLiteModel:
         if self._fine is None:
             return coarse
         raw = self.interpreter.get_tensor(self._fine["index"])
-        scale, zero_point = _quantization(self._fine)
-        fine = (raw.astype(np.float32) - zero_point) * (scale / self.fine_ratio)
+        fine = _dequantize(raw, self._fine_quantization) / self.fine_ratio
         clipped = raw >= np.iinfo(raw.dtype).max
         return np.where(clipped, coarse, fine).astype(np.float32)
