@@ -84,20 +84,42 @@ def crop_image(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     matrix = np.asarray(matrix, np.float32)
     zoom = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     if zoom < 0.5:
-        # Strong downscaling: area-average first so the crop is not aliased.
+        # Strong downscaling: area-average first so the crop is not aliased. Only the
+        # part of the image the crop samples (plus a margin of a few downscaled pixels)
+        # is averaged: a small face in a large photo costs its own size, not the photo's.
         pre = max(zoom * 2.0, 1e-3)
-        h, w = image.shape[:2]
-        small = cv2.resize(image, (max(1, round(w * pre)), max(1, round(h * pre))),
+        x0, y0, x1, y1 = _source_window(image.shape[:2], matrix, size, margin=3 / pre + 2)
+        window = image[y0:y1, x0:x1]
+        h, w = window.shape[:2]
+        small = cv2.resize(window, (max(1, round(w * pre)), max(1, round(h * pre))),
                            interpolation=cv2.INTER_AREA)
         fx, fy = small.shape[1] / w, small.shape[0] / h
-        # small_xy = f * (image_xy + 0.5) - 0.5, so image_xy = (small_xy + 0.5) / f - 0.5.
-        back = np.array([[1 / fx, 0, 0.5 / fx - 0.5], [0, 1 / fy, 0.5 / fy - 0.5]], np.float32)
+        # small_xy = f * (window_xy + 0.5) - 0.5 and window_xy = image_xy - (x0, y0), so
+        # image_xy = (small_xy + 0.5) / f - 0.5 + (x0, y0).
+        back = np.array([[1 / fx, 0, 0.5 / fx - 0.5 + x0], [0, 1 / fy, 0.5 / fy - 0.5 + y0]],
+                        np.float32)
         matrix = compose_affine(matrix, back)
         image = small
     return cv2.warpAffine(
         image, matrix, (size, size),
         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
     )
+
+
+def _source_window(shape, matrix: np.ndarray, size: int, margin: float):
+    """(x0, y0, x1, y1) integer window of an image of ``shape`` (H, W) holding every pixel
+    the ``size`` x ``size`` crop of ``matrix`` samples, grown by ``margin`` pixels and
+    clipped to the image (the whole image when the crop lies entirely outside it)."""
+    h, w = shape
+    corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5],
+                        [size - 0.5, size - 0.5]])
+    source = transform_points(invert_affine(matrix), corners)
+    x0, y0 = np.floor(source.min(axis=0) - margin).astype(int)
+    x1, y1 = np.ceil(source.max(axis=0) + margin).astype(int) + 1
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if x1 <= x0 or y1 <= y0:
+        return 0, 0, w, h
+    return x0, y0, x1, y1
 
 
 def crop_face(image: np.ndarray, box, size: int, scale: float = DEFAULT_CROP_SCALE):

@@ -28,6 +28,12 @@ scored 4.41%). ``export_landmarker`` therefore adds a second output with the map
 many times finer. The metadata names that tensor (``ModelInfo.fine_output``) and the
 runtime merges the two (``fld.runtime.TFLiteModel.run``).
 
+Flip pair (``flip_pair``): the flip test (predict the crop and its mirror image, map the
+mirror's points back, average) costs two invokes per face; a model converted with input
+batch 2 runs both crops in one invoke, which shares the weights' memory traffic
+(measured in BUILD.md, "Flip pair"). The metadata marks such a file
+(``ModelInfo.flip_pair``) and ``Landmarker`` feeds it the pair.
+
 ``export_landmarker`` is the whole export of a ``LandmarkDetector``: convert, audit,
 embed the runtime's ``fld`` metadata, write the ``.tflite`` atomically.
 """
@@ -93,12 +99,14 @@ class AuditReport:
         return f"{sum(self.op_counts.values())} ops ({ops}); {verdict}"
 
 
-def _representative_dataset(images: Iterable[np.ndarray]):
+def _representative_dataset(images: Iterable[np.ndarray], flip_pair: bool = False):
     def generate():
         for image in images:
             image = np.asarray(image, np.float32)
             if image.ndim == 3:
                 image = image[None]
+            if flip_pair:   # the batch the model will see: the crop and its mirror
+                image = np.concatenate([image, image[:, :, ::-1]])
             yield [image]
     return generate
 
@@ -265,6 +273,7 @@ def convert(
     outputs: str | Sequence[str] | None = "fused",
     output_cap: Optional[float] = None,
     fine_ratio: Optional[float] = None,
+    flip_pair: bool = False,
 ) -> bytes:
     """Converts a Keras model to a TFLite flatbuffer.
 
@@ -282,11 +291,14 @@ def convert(
             ``map_peak_percentile`` picks one); None = ``outputs`` as they are.
         fine_ratio: with ``output_cap``: also export the two-range output's fine maps
             (``capped_fused_model``); ``fine_output_name`` finds its tensor.
+        flip_pair: input batch 2 instead of 1: the runtime feeds a crop and its mirror
+            image and averages the two predictions (flip test in one invoke; module
+            docstring). int8 calibration then sees each crop with its mirror.
     Returns:
         The ``.tflite`` bytes.
     """
     return make_converter(model, quantize, representative_images, input_type, outputs,
-                          output_cap, fine_ratio).convert()
+                          output_cap, fine_ratio, flip_pair).convert()
 
 
 def make_converter(
@@ -297,6 +309,7 @@ def make_converter(
     outputs: str | Sequence[str] | None = "fused",
     output_cap: Optional[float] = None,
     fine_ratio: Optional[float] = None,
+    flip_pair: bool = False,
 ):
     """The ``tf.lite.TFLiteConverter`` that ``convert`` runs (same arguments), e.g. for
     ``tf.lite.experimental.QuantizationDebugger`` (``tools/quant_error.py``)."""
@@ -312,13 +325,16 @@ def make_converter(
         model = capped_fused_model(model, output_cap, fine_ratio)
     else:
         model = _select_outputs(model, outputs)
-    # A concrete function with batch 1 gives static shapes to every reshape; the
-    # variables are frozen into constants so that calibration sees plain tensors.
+    # A concrete function with a fixed batch (1, or 2 for a flip pair) gives static shapes
+    # to every reshape; the variables are frozen into constants so that calibration sees
+    # plain tensors.
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
 
-    spec = tf.TensorSpec((1,) + tuple(model.inputs[0].shape[1:]), tf.float32, name="images")
+    batch = 2 if flip_pair else 1
+    spec = tf.TensorSpec((batch,) + tuple(model.inputs[0].shape[1:]), tf.float32,
+                         name="images")
     function = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
     function = convert_variables_to_constants_v2(function)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
@@ -326,7 +342,8 @@ def make_converter(
         if representative_images is None:
             raise ValueError("convert: int8 quantisation needs representative_images")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative_dataset(representative_images)
+        converter.representative_dataset = _representative_dataset(representative_images,
+                                                                   flip_pair)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = getattr(tf, input_type)
         converter.inference_output_type = getattr(tf, input_type)
@@ -476,6 +493,7 @@ def export_landmarker(
     verify: Optional[Callable[[str], None]] = None,
     output_cap_percentile: Optional[float] = 90.0,
     fine_ratio: Optional[float] = DEFAULT_FINE_RATIO,
+    flip_pair: bool = False,
 ) -> ExportResult:
     """Converts a ``LandmarkDetector`` (``fused`` output), audits it, embeds the ``fld``
     metadata and writes ``path`` atomically.
@@ -495,6 +513,8 @@ def export_landmarker(
             clip.
         fine_ratio: with the clip: add the two-range output's fine maps with this
             ratio (``capped_fused_model``); None = one output.
+        flip_pair: a batch-2 model for the crop and its mirror image (``convert``);
+            the metadata says so (``ModelInfo.flip_pair``) and ``Landmarker`` feeds it.
     Returns:
         ``ExportResult``. Raises ``AuditError`` (nothing written) when the model breaks
         a deployment rule: int8 models are audited with the no-float32 rule.
@@ -509,11 +529,12 @@ def export_landmarker(
     fine_ratio = fine_ratio if cap is not None else None
     tflite = convert(model, quantize, representative_images=calibration_images,
                      input_type=input_type, outputs="fused", output_cap=cap,
-                     fine_ratio=fine_ratio)
+                     fine_ratio=fine_ratio, flip_pair=flip_pair)
     report = audit(tflite, int8=(quantize == "int8"))
     if fine_ratio is not None:
         info = dataclasses.replace(info, fine_output=(fine_output_name(tflite),
                                                       float(fine_ratio)))
+    info = dataclasses.replace(info, flip_pair=bool(flip_pair))
     tflite = embed_metadata(tflite, info)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

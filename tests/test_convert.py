@@ -181,6 +181,49 @@ def test_float16_and_dynamic(student, faces_dir, tmp_path, quantize):
     check_converted(result, output, model, faces_dir, quantize)
 
 
+def test_flip_pair_runs_the_crop_and_its_mirror_in_one_invoke(student, faces_dir, tmp_path):
+    """--flip_pair: input batch 2 (the crop, its mirror image), flagged in the metadata;
+    the runtime's prediction is the flip-test average. Float32 here, so that it must match
+    the Keras model's flip test (two runs) to rounding."""
+    from fld.keras_engine import KerasEngine, model_info_for
+    from fld.runtime import Landmarker
+    from fld.runtime.interpreter import ModelError
+
+    path, model = student
+    output = str(tmp_path / "student_pair.tflite")
+    result = run_convert("--checkpoint", path, "--quantize", "none", "--calibration_dir",
+                         faces_dir, "--num_calibration", str(NUM_CALIBRATION), "--num_check",
+                         str(NUM_CHECK), "--output", output, "--flip_pair")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith(" KiB, none, flip pair, audit passed)"), result.stdout
+    pair = Landmarker(output)
+    assert pair.info.flip_pair and pair.flip_test
+    assert pair.model.input_shape == (2, SIZE, SIZE, 3)
+    assert pair.model.output_shape[0] == 2
+    info = model_info_for(model, decode_method=pair.info.decode_method)
+    keras_flip = Landmarker.from_engine(KerasEngine(model), info, flip_test=True)
+    keras_plain = Landmarker.from_engine(KerasEngine(model), info)
+    records = calibration.read_calibration_records(faces_dir, SCHEME)
+    moved = []
+    for record in records[:6]:
+        image = calibration.read_rgb(record.image_path)
+        got = pair.predict(image, record.face_box)
+        np.testing.assert_allclose(got, keras_flip.predict(image, record.face_box), atol=0.05)
+        moved.append(np.abs(got - keras_plain.predict(image, record.face_box)).max())
+    assert max(moved) > 0.5     # the mirror's prediction does change the result
+    # The same file without its metadata's flag is a model of the wrong shape.
+    import dataclasses
+
+    from fld.export_metadata import embed_metadata
+
+    with open(output, "rb") as f:
+        data = f.read()
+    unflagged = tmp_path / "unflagged.tflite"
+    unflagged.write_bytes(embed_metadata(data, dataclasses.replace(pair.info, flip_pair=False)))
+    with pytest.raises(ModelError, match=r"wrong model for its metadata: input \(2,"):
+        Landmarker(str(unflagged))
+
+
 def test_bad_inputs_give_clear_errors(student, tmp_path):
     path, _ = student
     output = str(tmp_path / "out.tflite")

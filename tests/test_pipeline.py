@@ -70,6 +70,30 @@ def test_validation_crop_equals_the_crop_rule(real_records, cache, codec):
     assert np.abs(images[0] - direct).mean() < 0.03  # two resamplings vs one
 
 
+def test_downscaled_crop_reads_only_its_window_and_keeps_the_geometry(real_records):
+    """A face in a large photo (here a real face scaled up 4x, as from a 4K camera): the
+    crop area-averages only the window it samples, so it is the same picture as the
+    crop of the original image, and a face cut by the image border stays black there."""
+    import cv2
+
+    record = real_records[0]
+    image = read_image_rgb(record.image_path)
+    big = cv2.resize(image, (image.shape[1] * 4, image.shape[0] * 4),
+                     interpolation=cv2.INTER_CUBIC)
+    box = np.asarray(crop.box_from_landmarks(record.landmarks), np.float64)
+    small_crop = crop.crop_image(image, crop.crop_matrix(box, SIZE), SIZE).astype(float)
+    big_box = (box + 0.5) * 4 - 0.5           # the same face in the 4x image's pixels
+    big_crop = crop.crop_image(big, crop.crop_matrix(big_box, SIZE), SIZE).astype(float)
+    assert np.abs(big_crop - small_crop).mean() < 3.0   # two resamplings of one picture
+    window = crop._source_window(big.shape[:2], crop.crop_matrix(big_box, SIZE), SIZE, 0)
+    assert (window[2] - window[0]) * (window[3] - window[1]) < 0.5 * big.shape[0] * big.shape[1]
+    # Shifted half out of the image on the left: the outside part is black.
+    shifted = big_box - np.array([big_box[0] + 0.5 * (big_box[2] - big_box[0])] * 2 + [0, 0]) \
+        * np.array([1, 0, 1, 0])
+    cut = crop.crop_image(big, crop.crop_matrix(shifted, SIZE), SIZE)
+    assert cut[:, :SIZE // 4].max() == 0 and cut[:, SIZE // 2:].mean() > 20
+
+
 def test_dot_at_a_landmark_lands_on_its_heatmap_peak(cache, codec):
     """Affine consistency: image, landmarks and heatmaps move together."""
     k = 30  # nose bridge

@@ -147,6 +147,11 @@ def test_metadata_round_trip_keeps_model_identical(tiny):
     assert ModelInfo.from_dict(two_range.to_dict()) == two_range
     with pytest.raises(MetadataError, match="fine_output"):
         dataclasses.replace(info, fine_output=("Identity_1", 0.5))
+    assert "flip_pair" not in meta and not back.flip_pair
+    pair = dataclasses.replace(info, flip_pair=True)
+    assert pair.to_dict()["flip_pair"] is True and ModelInfo.from_dict(pair.to_dict()) == pair
+    with pytest.raises(MetadataError, match="flip_pair must be true or false"):
+        ModelInfo.from_dict(dict(meta, flip_pair="yes"))
     # Embedding again replaces the entry instead of adding a second one.
     second = embed_metadata(first, make_model_info(TINY_SCHEME, TINY_SIZE))
     assert ModelInfo.from_dict(read_metadata(second)).scheme == TINY_SCHEME

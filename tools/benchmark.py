@@ -7,7 +7,8 @@ Prints median and p90 latency per face of the interpreter alone (``invoke`` on a
 already quantised input) and of the whole ``Landmarker.predict`` (crop + normalise +
 quantise + invoke + decode + map back), on a real face from ../shared/data/300w/train
 when present, else on a synthetic image. The last line is ``latency_ms: N``, the
-crop+invoke+decode median (``--flip_test``: with the mirrored crop's second invoke).
+crop+invoke+decode median (``--flip_test``: with the mirrored crop's second invoke; a
+flip-pair model, ``convert.py --flip_pair``, runs crop and mirror in its one invoke).
 
 The measurement runs in a child Python that imports only ``fld.runtime`` (no
 TensorFlow). ``--runtime tflite_runtime`` runs it in a separate virtual environment
@@ -67,7 +68,8 @@ landmarker = Landmarker(args["model"], num_threads=args["threads"], runtime=args
 times = time_landmarker(landmarker, image, args["box"], runs=args["runs"])
 print(json.dumps({"runtime": landmarker.model.runtime, "kernels": landmarker.model.kernels,
                   "cpu": describe_cpu(),
-                  "input": str(landmarker.model.input_dtype), **times}))
+                  "input": str(landmarker.model.input_dtype),
+                  "flip_pair": landmarker.info.flip_pair, **times}))
 """
 
 
@@ -112,7 +114,8 @@ def main(argv):
     print(f"model: {FLAGS.model} ({times['input']} input), runtime: {times['runtime']} "
           f"({times['kernels']} kernels), "
           f"threads: {FLAGS.threads}, runs: {FLAGS.runs}, face: {image or 'synthetic'}"
-          + (", flip_test (two invokes per face)" if FLAGS.flip_test else ""))
+          + (", flip pair (crop and mirror in one invoke of batch 2)" if times["flip_pair"]
+             else ", flip_test (two invokes per face)" if FLAGS.flip_test else ""))
     print(f"cpu: {times['cpu']}")
     for name, key in (("interpreter invoke", "invoke_ms"),
                       ("crop+invoke+decode", "total_ms")):

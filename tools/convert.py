@@ -78,6 +78,9 @@ flags.DEFINE_float("fine_ratio", 16.0, "int8 with the output clip: add a second 
                    "holding the maps times this ratio, which keeps their low tails "
                    "(fld.export.capped_fused_model; the runtime merges the two); 0 = one "
                    "output.")
+flags.DEFINE_bool("flip_pair", False, "Write a flip-pair model: input batch 2, the crop and "
+                  "its mirror image, whose predictions the runtime averages (flip test in "
+                  "one invoke; fld.export).")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 flags.mark_flags_as_required(["checkpoint", "output"])
 flags.register_validator("fine_ratio", lambda v: v == 0 or v > 1,
@@ -147,8 +150,9 @@ def compare(path: str, model, held_out) -> dict:
         if image is None:
             continue
         inputs, matrix = converted.crop(image, record.face_box)
-        maps["converted"].append(converted.model.run(inputs)[0])
-        maps["keras"].append(engine.run(inputs)[0])
+        # (1, H, W, K); a flip-pair file: (2, H, W, K), the crop's and its mirror's maps
+        maps["converted"].append(converted.crop_heatmaps(inputs))
+        maps["keras"].append(engine.run(converted.model_input(inputs)))
         matrices.append(matrix)
         truth.append(record.landmarks)
     if not truth:
@@ -245,7 +249,7 @@ def run() -> str:
             decode_method="local_soft_argmax" if auto else FLAGS.decode_method,
             decode_radius=FLAGS.decode_radius,
             verify=verify, output_cap_percentile=FLAGS.output_cap_percentile or None,
-            fine_ratio=FLAGS.fine_ratio or None)
+            fine_ratio=FLAGS.fine_ratio or None, flip_pair=FLAGS.flip_pair)
     except export.AuditError as e:
         raise ConvertError(f"{FLAGS.output} not written: {e}") from None
     print(f"audit: {result.report}")
@@ -278,6 +282,8 @@ def run() -> str:
     kib = len(result.tflite_bytes) / 1024
     label = "int8, uint8 input" if quantize == "int8" and FLAGS.input_type == "uint8" \
         else quantize
+    if FLAGS.flip_pair:
+        label += ", flip pair"
     return f"wrote {FLAGS.output} ({kib:.0f} KiB, {label}, audit passed)"
 
 

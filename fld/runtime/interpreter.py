@@ -181,10 +181,12 @@ class TFLiteModel:
         """'reference' or 'xnnpack' (the interpreter's default delegate)."""
         return "reference" if self.reference_kernels else "xnnpack"
 
-    def check_shapes(self, image_size: int, heatmap_size: int, num_points: int) -> None:
-        """Raises ModelError unless input is (1,S,S,3) and output (1,H,H,K)."""
-        expected_in = (1, image_size, image_size, 3)
-        expected_out = (1, heatmap_size, heatmap_size, num_points)
+    def check_shapes(self, image_size: int, heatmap_size: int, num_points: int,
+                     batch: int = 1) -> None:
+        """Raises ModelError unless input is (B,S,S,3) and output (B,H,H,K), B = ``batch``
+        (2 for a flip-pair model, ``ModelInfo.flip_pair``)."""
+        expected_in = (batch, image_size, image_size, 3)
+        expected_out = (batch, heatmap_size, heatmap_size, num_points)
         if self.input_shape != expected_in or self.output_shape != expected_out:
             raise ModelError(
                 f"{self.path}: wrong model for its metadata: input {self.input_shape}, output "
@@ -213,7 +215,8 @@ class TFLiteModel:
         return self.interpreter.get_tensor(self._output["index"])
 
     def run(self, images: np.ndarray) -> np.ndarray:
-        """Float (1, S, S, 3) input in the model's range -> float32 output.
+        """Float (B, S, S, 3) input in the model's range (B: the model's batch, 1, or 2
+        for a flip-pair model) -> float32 output.
 
         A two-range output (``set_fine_output``) is merged: the fine tensor's values
         divided by the ratio wherever it is not clipped at its top, the main tensor's

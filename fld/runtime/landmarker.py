@@ -60,7 +60,8 @@ class Landmarker:
             scheme (``HAAR_BOX_MAPPINGS``); other detectors: their own default.
         flip_test: also run the mirrored crop and average the two predictions (points
             swapped with the scheme's ``flip_perm``): twice the model time for a
-            lower error (figures in MODEL_CARD.md).
+            lower error (figures in MODEL_CARD.md). A flip-pair model
+            (``ModelInfo.flip_pair``) always does this, in one invoke of batch two.
         reference_kernels: TFLite's reference kernels instead of XNNPACK
             (``TFLiteModel``): CPU-independent results, for diagnosing accuracy.
     Attributes:
@@ -83,7 +84,8 @@ class Landmarker:
                             reference_kernels=reference_kernels)
         info = read_model_info(model.model_bytes, source=str(model_path))
         model.set_fine_output(info.fine_output)
-        model.check_shapes(info.image_size, info.heatmap_size, info.num_points)
+        model.check_shapes(info.image_size, info.heatmap_size, info.num_points,
+                           batch=2 if info.flip_pair else 1)
         self._setup(model, info, detector, box_mapping, flip_test)
 
     @classmethod
@@ -99,7 +101,7 @@ class Landmarker:
 
     def _setup(self, model, info: ModelInfo, detector, box_mapping, flip_test=False) -> None:
         self.model = model
-        self.flip_test = bool(flip_test)
+        self.flip_test = bool(flip_test) or info.flip_pair
         self.info: ModelInfo = info
         self.scheme = self.info.scheme
         self._detector_spec = detector
@@ -114,14 +116,50 @@ class Landmarker:
         crop = crop_image(as_rgb_uint8(image_rgb), matrix, size)
         return normalize_image(crop)[None], matrix
 
+    def model_input(self, inputs: np.ndarray) -> np.ndarray:
+        """A crop (1, S, S, 3) -> the model's whole input: with a flip-pair model, the
+        crop and its mirror image (2, S, S, 3)."""
+        if not self.info.flip_pair:
+            return inputs
+        return np.concatenate([inputs, inputs[:, :, ::-1]])
+
+    def crop_heatmaps(self, inputs: np.ndarray) -> np.ndarray:
+        """A crop (1, S, S, 3) -> float heatmaps (1, H, W, K), or (2, H, W, K) with flip
+        test: the crop's and its mirror image's (one invoke for a flip-pair model)."""
+        if self.info.flip_pair:
+            return self.model.run(self.model_input(inputs))
+        heatmaps = self.model.run(inputs)
+        if not self.flip_test:
+            return heatmaps
+        mirrored = self.model.run(np.ascontiguousarray(inputs[:, :, ::-1]))
+        return np.concatenate([heatmaps, mirrored])
+
     def heatmaps_to_image(self, heatmaps: np.ndarray, matrix: np.ndarray,
                           method: Optional[str] = None) -> np.ndarray:
-        """(H, W, K) float heatmaps + crop matrix -> (K, 2) image pixels.
+        """Float heatmaps + crop matrix -> (K, 2) image pixels.
 
+        ``heatmaps``: (H, W, K) or (1, H, W, K) for one crop; (2, H, W, K) for a crop and
+        its mirror image (``crop_heatmaps`` with flip test): both are decoded, the
+        mirror's points mapped back, and the two averaged.
         ``method``: a ``fld.codec.DECODE_METHODS`` name; default the model's own.
         """
-        crop_points = self._crop_points(heatmaps, method)
+        heatmaps = np.asarray(heatmaps)
+        if heatmaps.ndim == 3 or len(heatmaps) == 1:
+            crop_points = self._crop_points(heatmaps.reshape(heatmaps.shape[-3:]), method)
+        elif len(heatmaps) == 2:
+            crop_points = self._mirror_average(self._crop_points(heatmaps[0], method),
+                                               self._crop_points(heatmaps[1], method))
+        else:
+            raise ValueError(f"heatmaps_to_image: expected (H, W, K) or (1 or 2, H, W, K) "
+                             f"heatmaps, got shape {heatmaps.shape}")
         return transform_points(invert_affine(matrix), crop_points)
+
+    def _mirror_average(self, points: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+        """Crop points + the mirrored crop's points -> their average, in the crop."""
+        mirrored = mirrored.copy()
+        mirrored[:, 0] = self.info.image_size - 1 - mirrored[:, 0]   # back to the crop's x
+        # Point i of the face is point flip_perm[i] of its mirror image (pairs swap).
+        return 0.5 * (points + mirrored[np.asarray(self.scheme.flip_perm)])
 
     def _crop_points(self, heatmaps: np.ndarray, method: Optional[str] = None) -> np.ndarray:
         """(H, W, K) heatmaps -> (K, 2) crop pixels (0-based pixel centres)."""
@@ -136,15 +174,7 @@ class Landmarker:
         convention; map detector boxes with ``FaceDetector``).
         """
         inputs, matrix = self.crop(image_rgb, box)
-        heatmaps = self.model.run(inputs)[0]
-        if not self.flip_test:
-            return self.heatmaps_to_image(heatmaps, matrix)
-        points = self._crop_points(heatmaps)
-        mirrored = self._crop_points(self.model.run(np.ascontiguousarray(inputs[:, :, ::-1]))[0])
-        mirrored[:, 0] = self.info.image_size - 1 - mirrored[:, 0]   # back to the crop's x
-        # Point i of the face is point flip_perm[i] of its mirror image (pairs swap).
-        points = 0.5 * (points + mirrored[np.asarray(self.scheme.flip_perm)])
-        return transform_points(invert_affine(matrix), points)
+        return self.heatmaps_to_image(self.crop_heatmaps(inputs), matrix)
 
     # --- with the detector ------------------------------------------------------------
     @property
@@ -190,7 +220,7 @@ def time_landmarker(landmarker: Landmarker, image_rgb: np.ndarray, box, runs: in
     """
     model = landmarker.model
     inputs, _ = landmarker.crop(image_rgb, box)
-    tensor = model.quantize_input(inputs)
+    tensor = model.quantize_input(landmarker.model_input(inputs))
     for _ in range(warmup):
         landmarker.predict(image_rgb, box)
     invoke, total = [], []

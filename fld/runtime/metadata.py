@@ -77,8 +77,10 @@ class ModelInfo:
     """What the runtime must know about a landmark model.
 
     Attributes:
-        image_size: side S of the square input crop (input tensor (1, S, S, 3)).
-        stride: input pixels per heatmap cell (output (1, S/stride, S/stride, K)).
+        image_size: side S of the square input crop (input tensor (1, S, S, 3); (2, S, S,
+            3) with ``flip_pair``).
+        stride: input pixels per heatmap cell (output (1, S/stride, S/stride, K), batch
+            2 with ``flip_pair``).
         scheme: the landmark scheme (K = ``scheme.num_points``).
         crop_scale: the crop rule's margin (``fld.crop.crop_matrix``'s ``scale``).
         normalisation: input pixel normalisation; only ``"x/127.5-1"`` is defined.
@@ -91,6 +93,9 @@ class ModelInfo:
             of the second output tensor, which holds the same maps times ``ratio`` with
             its own int8 range (clipped where the first output's values exceed
             1/ratio of its top), and ``ratio``. None = one output tensor.
+        flip_pair: the model takes a batch of two, the crop and its mirror image, and
+            returns both crops' maps (``fld.export.convert``'s ``flip_pair``): flip test
+            in one invoke; the runtime mirrors the second prediction back and averages.
         extra: any other keys found in the JSON (kept on a round trip).
     """
 
@@ -105,6 +110,7 @@ class ModelInfo:
     quantization: str = "int8"
     box_mapping: Optional[tuple[float, float, float, float]] = None
     fine_output: Optional[tuple[str, float]] = None
+    flip_pair: bool = False
     extra: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -153,6 +159,8 @@ class ModelInfo:
         if self.fine_output is not None:
             out["fine_output"] = {"tensor": str(self.fine_output[0]),
                                   "ratio": float(self.fine_output[1])}
+        if self.flip_pair:
+            out["flip_pair"] = True
         return out
 
     @classmethod
@@ -164,7 +172,8 @@ class ModelInfo:
             raise MetadataError(f"fld metadata format {meta.get('format')!r} is not "
                                 f"{FORMAT!r} (written by a newer or older fld?)")
         known = {"format", "image_size", "stride", "scheme", "crop_scale", "normalisation",
-                 "output", "decode", "quantization", "box_mapping", "fine_output"}
+                 "output", "decode", "quantization", "box_mapping", "fine_output",
+                 "flip_pair"}
         try:
             decode = meta.get("decode") or {}
             mapping = meta.get("box_mapping")
@@ -182,12 +191,20 @@ class ModelInfo:
                 box_mapping=None if mapping is None else tuple(float(v) for v in mapping),
                 fine_output=(None if fine is None
                              else (str(fine["tensor"]), float(fine["ratio"]))),
+                flip_pair=_flag(meta.get("flip_pair", False), "flip_pair"),
                 extra={k: v for k, v in meta.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, MetadataError):
                 raise
             raise MetadataError(f"malformed fld metadata ({type(e).__name__}: {e})") from None
+
+
+def _flag(value, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise MetadataError(f"malformed fld metadata ({key} must be true or false, got "
+                            f"{value!r})")
+    return value
 
 
 # --- the flatbuffer reader --------------------------------------------------------------
