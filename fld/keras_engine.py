@@ -17,13 +17,17 @@ from fld.crop import DEFAULT_CROP_SCALE
 def load_keras_model(path: str, preset: str | None = None, image_size: int | None = None,
                      scheme: str | None = None):
     """Loads a ``LandmarkDetector`` from ``.keras``, or from ``.weights.h5`` plus the
-    preset, image size and scheme it was built with. Errors name the file."""
+    preset, image size and scheme it was built with, or from an fld int8 ``.tflite``
+    plus the preset (image size and scheme come from its metadata; the float weights
+    are read back out of the int8 file, ``fld.tflite_weights``). Errors name the file."""
     import keras
 
     import fld.models as models  # registers the custom layers for safe-mode loading
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file not found: {path}")
+    if path.endswith(".tflite"):
+        return _model_from_tflite(path, preset)
     if path.endswith(".weights.h5"):
         if not (preset and image_size and scheme):
             raise ValueError(f"{path}: a .weights.h5 file holds weights only: also give the "
@@ -43,6 +47,30 @@ def load_keras_model(path: str, preset: str | None = None, image_size: int | Non
         raise ValueError(f"{path}: not a loadable Keras model ({type(e).__name__}: {e})") from None
     if not isinstance(model, models.LandmarkDetector):
         raise ValueError(f"{path}: holds a {type(model).__name__}, not an fld LandmarkDetector")
+    return model
+
+
+def _model_from_tflite(path: str, preset: str | None):
+    """The float ``LandmarkDetector`` held (on its int8 grid) in an fld ``.tflite``."""
+    import fld.models as models
+    from fld.runtime.metadata import read_model_info
+    from fld.tflite_weights import load_tflite_weights
+
+    if not preset:
+        raise ValueError(f"{path}: a .tflite holds weights without the network's "
+                         f"architecture: also give the preset it was trained as (the "
+                         f"bundled default: mobilevitv2_100_gn)")
+    with open(path, "rb") as f:
+        info = read_model_info(f.read(), path)          # MetadataError (a ValueError)
+    model = models.LandmarkDetector(preset=preset, image_size=info.image_size,
+                                    scheme=info.scheme)
+    report = load_tflite_weights(model, path)
+    # The edge-to-point transform is fixed (its values are in the layer's config).
+    missing = [name for name in report["skipped"] if name != "head_edge_to_point"]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} layer(s) of {preset} at {info.image_size} "
+                         f"px, scheme {info.scheme.name}, are not in the file (another "
+                         f"preset, or a file exported with --points?): {missing[:5]}")
     return model
 
 

@@ -5,10 +5,15 @@
     python tools/convert.py --checkpoint best.weights.h5 --model mobilevitv2_050 \\
         --image_size 256 --scheme 300w_68 --quantize float16 --output student_fp16.tflite
     python tools/convert.py --checkpoint work/student/best.keras --points pair_51 ...  # 51 of 68
+    python tools/convert.py --checkpoint fld/runtime/assets/default_68.tflite \
+        --model mobilevitv2_100_gn --calibration_dir ../shared/data/300w/train \
+        --holdout_every 10 --output single.tflite     # the default, re-exported (no --flip_pair)
 
 Steps:
 1. load the Keras ``LandmarkDetector`` (``.keras``; or ``.weights.h5`` with ``--model``,
-   ``--image_size`` and ``--scheme``); ``--points`` keeps a subset scheme's channels;
+   ``--image_size`` and ``--scheme``; or an fld ``.tflite`` with ``--model``, its int8
+   weights read back, ``fld.tflite_weights``); ``--points`` keeps a subset scheme's
+   channels; ``--flip_pair`` makes the file take the crop and its mirror in one invoke;
 2. pick faces of ``--calibration_dir`` (any folder / file ``read_annotations`` reads),
    deterministically spread over it: ``--num_calibration`` to calibrate int8 (less the
    outliers that would stretch int8 ranges, ``--outlier_factor``) and ``--num_check``
@@ -42,7 +47,9 @@ from fld.codec import DECODE_METHODS
 from fld.crop import DEFAULT_CROP_SCALE
 from fld.export import QUANTIZE_MODES
 
-flags.DEFINE_string("checkpoint", None, "Trained model: .keras, or .weights.h5 with --model.")
+flags.DEFINE_string("checkpoint", None, "Trained model: .keras, .weights.h5 with --model, or "
+                    "an fld int8 .tflite with --model (its weights read back into the float "
+                    "network, e.g. to re-export the bundled default in another form).")
 flags.DEFINE_enum("quantize", "int8", QUANTIZE_MODES, "int8: full integer; float16: fp16 "
                   "weights; dynamic: int8 weights, float activations; none: float32.")
 flags.DEFINE_string("calibration_dir", None, "Annotated faces (.pts folder, .csv or WFLW "
@@ -55,7 +62,8 @@ flags.DEFINE_integer("holdout_every", 0, "Leave training's validation split (eve
 flags.DEFINE_integer("num_check", 50, "Other faces (not calibration ones) used to compare "
                      "the converted model with the float Keras model (0: skip).")
 flags.DEFINE_enum("input_type", "int8", ["int8", "uint8"], "int8 models: input/output type.")
-flags.DEFINE_string("model", None, ".weights.h5 only: the preset the model was built with.")
+flags.DEFINE_string("model", None, ".weights.h5 / .tflite checkpoints: the preset the model "
+                    "was built with (the bundled default: mobilevitv2_100_gn).")
 flags.DEFINE_alias("preset", "model")
 flags.DEFINE_integer("image_size", None, ".weights.h5 only: the model's input size.")
 flags.DEFINE_string("scheme", None, "Landmark scheme (.weights.h5: required; .keras: "
@@ -99,14 +107,15 @@ def load_model():
     path = FLAGS.checkpoint
     if not os.path.isfile(path):
         raise ConvertError(f"checkpoint not found: {path}")
-    if not path.endswith((".keras", ".weights.h5")):
-        raise ConvertError(f"{path}: not a Keras model file (expected .keras, or .weights.h5 "
-                           f"with --model, --image_size and --scheme)")
+    if not path.endswith((".keras", ".weights.h5", ".tflite")):
+        raise ConvertError(f"{path}: not a model file (expected .keras, .weights.h5 with "
+                           f"--model, --image_size and --scheme, or an fld .tflite with "
+                           f"--model)")
     try:
         model = load_keras_model(path, FLAGS.model, FLAGS.image_size, FLAGS.scheme)
     except ValueError as e:
         raise ConvertError(str(e)) from None
-    if FLAGS.scheme and path.endswith(".keras"):
+    if FLAGS.scheme and path.endswith((".keras", ".tflite")):
         from fld.schemes import get_scheme
 
         if get_scheme(FLAGS.scheme) != model.scheme:
