@@ -175,19 +175,33 @@ def decode_numpy(heatmaps: np.ndarray, method: str = "local_soft_argmax",
         raise ValueError(f"unknown decode method {method!r}: use one of {DECODE_METHODS}")
     hm = np.asarray(heatmaps, np.float32)
     lead, (h, w, k) = hm.shape[:-3], hm.shape[-3:]
+    if method == "soft_argmax":   # in the (H, W, K) layout: no transpose (runtime speed)
+        weights = np.maximum(np.nan_to_num(hm.reshape((-1, h, w, k)), nan=0.0, posinf=0.0,
+                                           neginf=0.0), 0.0)
+        return _expectation_hwk(weights).reshape(lead + (k, 2))
     hm = np.moveaxis(hm.reshape((-1, h, w, k)), -1, 1).reshape(-1, h, w)  # (N, H, W)
     hm = np.where(np.isfinite(hm), hm, 0.0)
-    if method == "soft_argmax":
-        out = _expectation(np.maximum(hm, 0.0))
-    else:
-        flat = hm.reshape(len(hm), -1).argmax(axis=1)
-        py, px = np.divmod(flat, w)
-        out = np.stack([px, py], axis=-1).astype(np.float32)
-        if method == "local_soft_argmax":
-            out = _window_expectation(hm, px, py, radius, fallback=out)
-        elif method == "parabola":
-            out = out + _parabola_offsets(hm, px, py)
+    flat = hm.reshape(len(hm), -1).argmax(axis=1)
+    py, px = np.divmod(flat, w)
+    out = np.stack([px, py], axis=-1).astype(np.float32)
+    if method == "local_soft_argmax":
+        out = _window_expectation(hm, px, py, radius, fallback=out)
+    elif method == "parabola":
+        out = out + _parabola_offsets(hm, px, py)
     return out.reshape(lead + (k, 2))
+
+
+def _expectation_hwk(weights: np.ndarray) -> np.ndarray:
+    """``_expectation`` of (B, H, W, K) weights -> (B, K, 2)."""
+    _, h, w, _ = weights.shape
+    columns = weights.sum(axis=1)                              # (B, W, K)
+    total = columns.sum(axis=1)                                # (B, K)
+    x = np.einsum("bwk,w->bk", columns, np.arange(w, dtype=np.float32))
+    y = np.einsum("bhk,h->bk", weights.sum(axis=2), np.arange(h, dtype=np.float32))
+    safe = np.maximum(total, 1e-12)
+    out = np.stack([x / safe, y / safe], axis=-1).astype(np.float32)
+    centre = np.array([(w - 1) / 2, (h - 1) / 2], np.float32)
+    return np.where((total > 1e-12)[..., None], out, centre)
 
 
 def _expectation(weights: np.ndarray, fallback=None) -> np.ndarray:

@@ -87,7 +87,7 @@ def _quantization(detail: dict) -> tuple[float, int]:
 
 def _dequantize(raw: np.ndarray, quantization: tuple[float, int]) -> np.ndarray:
     scale, zero_point = quantization
-    return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    return (raw.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
 
 
 class TFLiteModel:
@@ -229,10 +229,12 @@ class TFLiteModel:
         if len(self._outputs) == 2 and self._fine is None:
             raise ModelError(f"{self.path}: two output tensors: call set_fine_output with "
                              f"the model's metadata (Landmarker does)")
-        coarse = self.dequantize_output(self.invoke_raw(self.quantize_input(images)))
+        main_raw = self.invoke_raw(self.quantize_input(images))
         if self._fine is None:
-            return coarse
+            return self.dequantize_output(main_raw)
         raw = self.interpreter.get_tensor(self._fine["index"])
-        fine = _dequantize(raw, self._fine_quantization) / self.fine_ratio
-        clipped = raw >= np.iinfo(raw.dtype).max
-        return np.where(clipped, coarse, fine).astype(np.float32)
+        scale, zero_point = self._fine_quantization
+        merged = _dequantize(raw, (scale / self.fine_ratio, zero_point))
+        clipped = raw >= np.iinfo(raw.dtype).max        # a few percent of the cells
+        merged[clipped] = _dequantize(main_raw[clipped], self.output_quantization)
+        return merged
