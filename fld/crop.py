@@ -84,20 +84,21 @@ def crop_image(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     matrix = np.asarray(matrix, np.float32)
     zoom = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     if zoom < 0.5:
-        # Strong downscaling: area-average first so the crop is not aliased. Only the
-        # part of the image the crop samples (plus a margin of a few downscaled pixels)
-        # is averaged: a small face in a large photo costs its own size, not the photo's.
-        pre = max(zoom * 2.0, 1e-3)
-        x0, y0, x1, y1 = _source_window(image.shape[:2], matrix, size, margin=3 / pre + 2)
-        window = image[y0:y1, x0:x1]
-        h, w = window.shape[:2]
-        small = cv2.resize(window, (max(1, round(w * pre)), max(1, round(h * pre))),
+        # Strong downscaling: box-average by an integer factor first (OpenCV's fast area
+        # path), leaving a zoom in [0.5, 1) for the bilinear warp, so the crop is not
+        # aliased. Only the window the crop samples (plus a margin) is averaged: a small
+        # face in a large photo costs its own size, not the photo's.
+        factor = int(np.ceil(0.5 / zoom))
+        x0, y0, x1, y1 = _source_window(image.shape[:2], matrix, size, margin=3 * factor)
+        w, h = max(1, (x1 - x0) // factor), max(1, (y1 - y0) // factor)
+        window = image[y0:y0 + h * factor, x0:x0 + w * factor]
+        small = cv2.resize(window, (window.shape[1] // factor or 1,
+                                    window.shape[0] // factor or 1),
                            interpolation=cv2.INTER_AREA)
-        fx, fy = small.shape[1] / w, small.shape[0] / h
-        # small_xy = f * (window_xy + 0.5) - 0.5 and window_xy = image_xy - (x0, y0), so
-        # image_xy = (small_xy + 0.5) / f - 0.5 + (x0, y0).
-        back = np.array([[1 / fx, 0, 0.5 / fx - 0.5 + x0], [0, 1 / fy, 0.5 / fy - 0.5 + y0]],
-                        np.float32)
+        # small_xy = (window_xy + 0.5) / factor - 0.5 and window_xy = image_xy - (x0, y0),
+        # so image_xy = factor * (small_xy + 0.5) - 0.5 + (x0, y0).
+        back = np.array([[factor, 0, 0.5 * factor - 0.5 + x0],
+                         [0, factor, 0.5 * factor - 0.5 + y0]], np.float32)
         matrix = compose_affine(matrix, back)
         image = small
     return cv2.warpAffine(
