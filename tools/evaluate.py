@@ -87,7 +87,12 @@ def main(_):
         engine = predictor.model
         kernels = (f", {engine.runtime} {engine.kernels} kernels"
                    if hasattr(engine, "kernels") else "")
-        print(f"\n{name}  ({len(records)} faces, {scheme.name}, boxes: {FLAGS.boxes}{kernels})")
+        flip = ""
+        if getattr(predictor, "flip_test", False):
+            flip = (", flip pair (one invoke)" if predictor.info.flip_pair
+                    else ", flip test (two runs)")
+        print(f"\n{name}  ({len(records)} faces, {scheme.name}, boxes: {FLAGS.boxes}{kernels}"
+              f"{flip})")
         print(evaluation.format_table(rows))
         if FLAGS.boxes == "detector":
             overall = rows[-1]

@@ -147,8 +147,8 @@ class Landmarker:
         if heatmaps.ndim == 3 or len(heatmaps) == 1:
             crop_points = self._crop_points(heatmaps.reshape(heatmaps.shape[-3:]), method)
         elif len(heatmaps) == 2:
-            crop_points = self._mirror_average(self._crop_points(heatmaps[0], method),
-                                               self._crop_points(heatmaps[1], method))
+            both = self._crop_points(heatmaps, method)        # one decode call: (2, K, 2)
+            crop_points = self._mirror_average(both[0], both[1])
         else:
             raise ValueError(f"heatmaps_to_image: expected (H, W, K) or (1 or 2, H, W, K) "
                              f"heatmaps, got shape {heatmaps.shape}")
@@ -162,7 +162,7 @@ class Landmarker:
         return 0.5 * (points + mirrored[np.asarray(self.scheme.flip_perm)])
 
     def _crop_points(self, heatmaps: np.ndarray, method: Optional[str] = None) -> np.ndarray:
-        """(H, W, K) heatmaps -> (K, 2) crop pixels (0-based pixel centres)."""
+        """(..., H, W, K) heatmaps -> (..., K, 2) crop pixels (0-based pixel centres)."""
         cells = decode_numpy(heatmaps, method or self.info.decode_method,
                              self.info.decode_radius)
         return (cells + 0.5) * self.info.stride - 0.5
