@@ -15,9 +15,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_DIR = os.path.join(REPO, "data", "sample_300w")
 PHOTO = os.path.join(SAMPLE_DIR, "helen_126968967_1.jpg")
 
-# Measured (MODEL_CARD.md): the shipped int8 model (run 8) scores a mean NME io of 4.32% on
-# these 60 faces (GT boxes, ai-edge-litert 2.3; 4.26% on all 202 validation faces), 2.7% on
-# the photo. A random-weight or mis-cropped model scores 20-60%.
+# Measured (MODEL_CARD.md): the shipped int8 flip pair (run 10) scores a mean NME io of
+# 3.88% on these 60 faces (GT boxes, ai-edge-litert 2.3; 3.88% on all 202 validation
+# faces), 2.8% on the photo. A random-weight or mis-cropped model scores 20-60%.
 MAX_MEAN_NME_IO = 0.07
 MAX_PHOTO_NME_IO = 0.06
 

@@ -31,6 +31,9 @@ def test_default_model_is_full_integer_int8(landmarker):
     assert info.quantization == "int8"
     # the two-range output (fld.export.capped_fused_model): its fine tensor is loaded
     assert info.fine_output is not None and landmarker.model.fine_ratio == info.fine_output[1]
+    # a flip pair (MODEL_CARD.md): the crop and its mirror in one invoke of batch 2
+    assert info.flip_pair and landmarker.flip_test
+    assert landmarker.model.input_shape == (2, info.image_size, info.image_size, 3)
     with open(DEFAULT_MODEL_PATH, "rb") as f:
         report = audit(f.read(), int8=True)  # raises on any float32 tensor or op
     assert sum(report.op_counts.values()) > 0 and not report.float_ops and not report.problems
