@@ -178,7 +178,7 @@ def decode_numpy(heatmaps: np.ndarray, method: str = "local_soft_argmax",
     if method == "soft_argmax":   # in the (H, W, K) layout: no transpose (runtime speed)
         weights = np.maximum(np.nan_to_num(hm.reshape((-1, h, w, k)), nan=0.0, posinf=0.0,
                                            neginf=0.0), 0.0)
-        return _expectation_hwk(weights).reshape(lead + (k, 2))
+        return _expectation(weights).reshape(lead + (k, 2))
     hm = np.moveaxis(hm.reshape((-1, h, w, k)), -1, 1).reshape(-1, h, w)  # (N, H, W)
     hm = np.where(np.isfinite(hm), hm, 0.0)
     flat = hm.reshape(len(hm), -1).argmax(axis=1)
@@ -191,8 +191,9 @@ def decode_numpy(heatmaps: np.ndarray, method: str = "local_soft_argmax",
     return out.reshape(lead + (k, 2))
 
 
-def _expectation_hwk(weights: np.ndarray) -> np.ndarray:
-    """``_expectation`` of (B, H, W, K) weights -> (B, K, 2)."""
+def _expectation(weights: np.ndarray) -> np.ndarray:
+    """Weighted mean (x, y) of each of the K maps of (B, H, W, K) non-negative weights ->
+    (B, K, 2); the map's centre where a map has no weight."""
     _, h, w, _ = weights.shape
     columns = weights.sum(axis=1)                              # (B, W, K)
     total = columns.sum(axis=1)                                # (B, K)
@@ -202,19 +203,6 @@ def _expectation_hwk(weights: np.ndarray) -> np.ndarray:
     out = np.stack([x / safe, y / safe], axis=-1).astype(np.float32)
     centre = np.array([(w - 1) / 2, (h - 1) / 2], np.float32)
     return np.where((total > 1e-12)[..., None], out, centre)
-
-
-def _expectation(weights: np.ndarray, fallback=None) -> np.ndarray:
-    """Weighted mean (x, y) of (N, H, W) non-negative weights."""
-    n, h, w = weights.shape
-    total = weights.sum(axis=(1, 2))
-    x = (weights.sum(axis=1) * np.arange(w)).sum(axis=1)
-    y = (weights.sum(axis=2) * np.arange(h)).sum(axis=1)
-    safe = np.maximum(total, 1e-12)
-    out = np.stack([x / safe, y / safe], axis=-1).astype(np.float32)
-    if fallback is None:
-        fallback = np.full_like(out, [(w - 1) / 2, (h - 1) / 2])
-    return np.where((total > 1e-12)[:, None], out, fallback)
 
 
 def _window_expectation(hm: np.ndarray, px, py, radius: int, fallback) -> np.ndarray:

@@ -92,9 +92,7 @@ def crop_image(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
         x0, y0, x1, y1 = _source_window(image.shape[:2], matrix, size, margin=3 * factor)
         w, h = max(1, (x1 - x0) // factor), max(1, (y1 - y0) // factor)
         window = image[y0:y0 + h * factor, x0:x0 + w * factor]
-        small = cv2.resize(window, (window.shape[1] // factor or 1,
-                                    window.shape[0] // factor or 1),
-                           interpolation=cv2.INTER_AREA)
+        small = cv2.resize(window, (w, h), interpolation=cv2.INTER_AREA)
         # small_xy = (window_xy + 0.5) / factor - 0.5 and window_xy = image_xy - (x0, y0),
         # so image_xy = factor * (small_xy + 0.5) - 0.5 + (x0, y0).
         back = np.array([[factor, 0, 0.5 * factor - 0.5 + x0],
