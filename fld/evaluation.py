@@ -53,7 +53,7 @@ def load_predictor(path: str, decode_method: str | None = None, num_threads: int
     soft-argmax for Keras models, as training's validation decodes). ``preset``,
     ``image_size`` and ``scheme`` are needed for ``.weights.h5`` files only.
     ``flip_test``: average with the mirrored crop's prediction (``Landmarker``).
-    ``reference_kernels``: a ``.tflite`` runs on TFLite's reference kernels instead of
+    ``reference_kernels``: a ``.tflite`` runs on TFLite's builtin kernels instead of
     XNNPACK (CPU-independent results; an error for Keras models).
     """
     if path.endswith(".tflite"):

@@ -34,6 +34,11 @@ batch 2 runs both crops in one invoke, which shares the weights' memory traffic
 (measured in BUILD.md, "Flip pair"). The metadata marks such a file
 (``ModelInfo.flip_pair``) and ``Landmarker`` feeds it the pair.
 
+Large int8 MEANs (``fld.tflite_mean_split``): XNNPACK's int8 MEAN on AVX2 CPUs without
+VNNI accumulates in int16 and wraps around beyond ~8192 values per output (the
+GroupNorm variances of layer3 / layer4); ``convert`` splits every int8 MEAN over
+``MEAN_SPLIT_LIMIT`` values into two smaller ones, so ``audit`` sees the final graph.
+
 ``export_landmarker`` is the whole export of a ``LandmarkDetector``: convert, audit,
 embed the runtime's ``fld`` metadata, write the ``.tflite`` atomically.
 """
@@ -295,10 +300,17 @@ def convert(
             image and averages the two predictions (flip test in one invoke; module
             docstring). int8 calibration then sees each crop with its mirror.
     Returns:
-        The ``.tflite`` bytes.
+        The ``.tflite`` bytes. int8: every MEAN over more than
+        ``fld.tflite_mean_split.MEAN_SPLIT_LIMIT`` values per output is split in two
+        (``split_large_means``: XNNPACK's AVX2 int8 MEAN overflows on large ones).
     """
-    return make_converter(model, quantize, representative_images, input_type, outputs,
-                          output_cap, fine_ratio, flip_pair).convert()
+    tflite = make_converter(model, quantize, representative_images, input_type, outputs,
+                            output_cap, fine_ratio, flip_pair).convert()
+    if quantize == "int8":
+        from fld.tflite_mean_split import split_large_means
+
+        tflite = split_large_means(tflite)
+    return tflite
 
 
 def make_converter(

@@ -14,6 +14,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_DIR = os.path.join(REPO, "data", "sample_300w")
 PHOTO = os.path.join(SAMPLE_DIR, "helen_126968967_1.jpg")
+DEFAULT_68 = os.path.join(REPO, "fld", "runtime", "assets", "default_68.tflite")
 
 # Measured (MODEL_CARD.md): the shipped int8 flip pair (run 10) scores a mean NME io of
 # 3.88% on these 60 faces (GT boxes, ai-edge-litert 2.3; 3.88% on all 202 validation
@@ -22,13 +23,13 @@ MAX_MEAN_NME_IO = 0.07
 MAX_PHOTO_NME_IO = 0.06
 
 
-def sample_results(landmarker):
+def sample_results(landmarker, scheme_name="300w_68"):
     """(per-face inter-ocular NME array, FaceResult list) on the 60 sample faces, GT boxes."""
     from fld import evaluation
     from fld.data.readers import read_pts_dir
     from fld.schemes import get_scheme
 
-    scheme = get_scheme("300w_68")
+    scheme = get_scheme(scheme_name)
     records = read_pts_dir(SAMPLE_DIR, scheme=scheme)
     assert len(records) == 60, f"{SAMPLE_DIR}: expected 60 faces, found {len(records)}"
     results = evaluation.evaluate(records, landmarker, scheme, "gt", progress=False)

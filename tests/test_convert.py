@@ -8,7 +8,8 @@ Tolerances (converted vs float Keras, decoded landmarks in heatmap pixels, 16 he
 faces x 51 points, measured here): random weights give flat maps whose argmax flips
 under any rounding, so the bounds are on the typical point, not the worst one.
 - int8: median 0.025, 85% of points within 0.25 (80% with other calibration faces),
-  mean 0.74..1.07, max 18 (flat maps);
+  mean 0.74..1.07, max 18 (flat maps); as a flip pair calibrated with mirrors (the shipped
+  configuration), AMD EPYC AVX2-only: median 0.030, 81% within 0.25, mean 1.08, max 20;
 - float16: median 0.000, 100% within 0.25 (max 9.4 on one flat map);
 - dynamic: median 0.009, 94% within 0.25.
 """
@@ -75,19 +76,20 @@ def converted_vs_float(tflite_path, model, faces_dir):
     for record in held_out:
         inputs, _ = landmarker.crop(calibration.read_rgb(record.image_path),
                                     record.face_box)
-        got = decode_numpy(landmarker.model.run(inputs)[0])
-        want = decode_numpy(engine.run(inputs)[0])
+        got = decode_numpy(landmarker.model.run(landmarker.model_input(inputs))[0])
+        want = decode_numpy(engine.run(inputs)[0])   # [0]: the crop (a pair's 2nd: mirror)
         diffs.append(np.linalg.norm(got - want, axis=-1))
     return np.concatenate(diffs)
 
 
-def check_converted(result, output, model, faces_dir, quantize):
+def check_converted(result, output, model, faces_dir, quantize, flip_pair=False):
     from fld import export
     from fld.runtime.metadata import read_metadata, read_model_info
 
     assert result.returncode == 0, result.stderr[-3000:]
     last = result.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(rf"wrote {re.escape(output)} \(\d+ KiB, {quantize}, audit passed\)",
+    pair = ", flip pair" if flip_pair else ""
+    assert re.fullmatch(rf"wrote {re.escape(output)} \(\d+ KiB, {quantize}{pair}, audit passed\)",
                         last), last
     assert "held-out faces: landmark difference mean" in result.stdout
     with open(output, "rb") as f:
@@ -98,6 +100,7 @@ def check_converted(result, output, model, faces_dir, quantize):
     info = read_model_info(tflite, output)
     assert (info.stride, info.scheme.name, info.normalisation) == (4, SCHEME, "x/127.5-1")
     assert info.box_mapping is not None and info.crop_scale == 1.2
+    assert info.flip_pair == flip_pair
     diffs = converted_vs_float(output, model, faces_dir)
     median_max, within_min = TOLERANCES[quantize]
     within = float((diffs <= 0.25).mean())
@@ -113,14 +116,16 @@ def student_int8(student, faces_dir, tmp_path_factory):
     output = str(tmp_path_factory.mktemp("int8") / "student_int8.tflite")
     result = run_convert("--checkpoint", path, "--quantize", "int8", "--calibration_dir",
                          faces_dir, "--num_calibration", str(NUM_CALIBRATION), "--num_check",
-                         str(NUM_CHECK), "--output", output)
+                         str(NUM_CHECK), "--output", output, "--flip_pair")
     return result, output
 
 
 def test_int8_end_to_end(student, student_int8, faces_dir):
+    """The shipped configuration (fld/runtime/assets/default_68.tflite): full-integer int8,
+    a flip pair calibrated on each face and its mirror, with the two-range output."""
     _, model = student
     result, output = student_int8
-    check_converted(result, output, model, faces_dir, "int8")
+    check_converted(result, output, model, faces_dir, "int8", flip_pair=True)
     from fld.runtime import Landmarker
 
     landmarker = Landmarker(output)
@@ -146,16 +151,28 @@ def test_the_shipped_tflite_is_re_exported(faces_dir, tmp_path):
                          "--num_check", "8", "--output", output)
     assert result.returncode == 0, result.stderr[-3000:]
     shipped = Landmarker()
+    reference = Landmarker(reference_kernels=True)
     again = Landmarker(output, flip_test=shipped.info.flip_pair)
     assert not again.info.flip_pair and again.info.quantization == "none"
     assert again.info.scheme == shipped.info.scheme
     records = calibration.read_calibration_records(faces_dir, "300w_68")[:8]
-    gaps = [nme(again.predict(calibration.read_rgb(r.image_path), r.face_box)[None],
-                shipped.predict(calibration.read_rgb(r.image_path), r.face_box)[None],
-                "300w_68")[0] for r in records]
-    print(f"\nre-exported float vs the shipped int8 file: {100 * np.mean(gaps):.2f}% io apart")
-    # measured: 0.8% io apart (int8 activations); a lost layer gives tens of percent
-    assert np.mean(gaps) < 0.015, gaps
+    gaps = {"reference": [], "xnnpack": []}
+    for r in records:
+        image = calibration.read_rgb(r.image_path)
+        ours = again.predict(image, r.face_box)[None]
+        for name, int8 in (("reference", reference), ("xnnpack", shipped)):
+            gaps[name].append(nme(ours, int8.predict(image, r.face_box)[None], "300w_68")[0])
+    means = {name: float(np.mean(v)) for name, v in gaps.items()}
+    print(f"\nre-exported float vs the shipped int8 file, mean % io apart: {means}")
+    # What this guards: a layer lost or misread on the way back gives tens of percent.
+    # TFLite's builtin kernels (XNNPACK off, reference_kernels=True) give the same result
+    # on both CPU classes, so their bound is tight: measured 0.80% on the AMD EPYC
+    # (AVX2 only), as the Intel Xeon's (AVX-512 VNNI + AMX) XNNPACK figure, 0.8%.
+    assert means["reference"] < 0.012, gaps["reference"]
+    # XNNPACK's int8 kernels depend on the CPU: 0.8% on the Xeon; on the AVX2-only EPYC
+    # 0.62% with the shipped file's large MEANs split (fld/tflite_mean_split.py), 1.61%
+    # (per face 0.5-3.4%) before, when XNNPACK's int8 MEAN overflowed there.
+    assert means["xnnpack"] < 0.03, gaps["xnnpack"]
     for args, message in (([], "also give the preset"),
                           (["--model", "mobilevitv2_050_gn"], "are not in the file")):
         result = run_convert("--checkpoint", DEFAULT_MODEL_PATH, "--quantize", "none",
@@ -181,7 +198,7 @@ def check_two_range_output(output, stdout, model, faces_dir):
     name, ratio = landmarker.info.fine_output
     assert ratio == 16.0 and f"two-range output: fine maps x16 in tensor {name!r}" in stdout
     with pytest.raises(ModelError, match="set_fine_output"):
-        TFLiteModel(output).run(np.zeros((1, SIZE, SIZE, 3), np.float32))
+        TFLiteModel(output).run(np.zeros(landmarker.model.input_shape, np.float32))
     with pytest.raises(ModelError, match="names no fine output"):
         TFLiteModel(output).set_fine_output(None)
     with pytest.raises(ModelError, match="output tensors are"):
@@ -192,7 +209,8 @@ def check_two_range_output(output, stdout, model, faces_dir):
     _, held_out = calibration.pick_calibration_faces(records, NUM_CALIBRATION, NUM_CHECK)
     errors = {"merged": [], "main only": []}
     for record in held_out:
-        inputs, _ = landmarker.crop(calibration.read_rgb(record.image_path), record.face_box)
+        crop, _ = landmarker.crop(calibration.read_rgb(record.image_path), record.face_box)
+        inputs = landmarker.model_input(crop)      # a flip pair: the crop and its mirror
         merged = model_file.run(inputs)
         main = model_file.dequantize_output(interpreter.get_tensor(
             model_file._output["index"]))
@@ -209,7 +227,10 @@ def check_two_range_output(output, stdout, model, faces_dir):
         errors["main only"].append(np.abs(main - want)[tails].mean())
     mean = {k: float(np.mean(v)) for k, v in errors.items()}
     print(f"\nint8 maps' tails vs the clipped float maps, mean |error|: {mean}")
-    assert mean["merged"] <= mean["main only"]
+    # Measured (flip pair, AMD EPYC AVX2-only): merged 0.01983 vs main only 0.01987: on
+    # random weights the two agree to rounding, hence the 5% margin; a merge that mixed
+    # up the ratio (fine * r, or the clipped cells) is off by the maps' whole range.
+    assert mean["merged"] <= 1.05 * mean["main only"]
 
 
 @pytest.mark.slow
@@ -234,8 +255,8 @@ def test_flip_pair_runs_the_crop_and_its_mirror_in_one_invoke(student, faces_dir
     path, model = student
     output = str(tmp_path / "student_pair.tflite")
     result = run_convert("--checkpoint", path, "--quantize", "none", "--calibration_dir",
-                         faces_dir, "--num_calibration", str(NUM_CALIBRATION), "--num_check",
-                         str(NUM_CHECK), "--output", output, "--flip_pair")
+                         faces_dir, "--num_calibration", "4", "--num_check", "4",
+                         "--output", output, "--flip_pair")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith(" KiB, none, flip pair, audit passed)"), result.stdout
     pair = Landmarker(output)
@@ -366,6 +387,7 @@ def run_quant_error(*args, timeout=300):
                           env=env)
 
 
+@pytest.mark.slow   # a diagnostic tool end to end: a second int8 calibration (~30 s)
 def test_quant_error_tool_reports_per_tensor_int8_errors(student, faces_dir, tmp_path):
     path, _ = student
     result = run_quant_error("--checkpoint", path, "--data_dir", faces_dir, "--holdout_every",

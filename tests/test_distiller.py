@@ -184,3 +184,41 @@ def test_mirrored_strategy_two_cpus_matches_single_device():
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0 and "MIRRORED_OK" in proc.stdout, proc.stdout + proc.stderr[-4000:]
+
+
+def test_resumed_distillation_reloads_the_teacher_and_matches_one_run(data_300w, tmp_path):
+    """Distil 2 epochs in one go == 1 epoch + resume: the resumed run reloads the frozen
+    teacher from --teacher (state.npz holds the student only) and keeps distilling."""
+    import dataclasses
+
+    from fld.training import trainer
+    from tests.test_training import read_history, tiny_config, tiny_detector
+
+    teacher_path = str(tmp_path / "teacher.keras")
+    saved_teacher = tiny_detector(seed=7, name="teacher")
+    saved_teacher.save(teacher_path)
+    config = tiny_config(data_300w, tmp_path / "a", epochs=2, ema_momentum=0.0,
+                         num_sample_images=0, val_every=0, occlusion_prob=0.0,
+                         teacher=teacher_path)
+    full = trainer.train(config, student=tiny_detector(), verbose=0)
+    split = dataclasses.replace(config, work_dir=str(tmp_path / "b"), epochs=1)
+    trainer.train(split, student=tiny_detector(), verbose=0)
+    resumed = trainer.train(dataclasses.replace(split, epochs=2), student=tiny_detector(),
+                            verbose=0)
+    teacher = resumed.distiller.teacher
+    assert teacher is not None and not teacher.trainable
+    assert len(teacher.weights) == len(saved_teacher.weights)
+    for a, b in zip(saved_teacher.weights, teacher.weights):  # untouched by 2 epochs
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    # The KD term was on in the resumed epoch, with the value of the uninterrupted run.
+    rows = {run: read_history(tmp_path / run / "history.csv") for run in ("a", "b")}
+    assert [int(r["epoch"]) for r in rows["b"]] == [1, 2]
+    for a, b in zip(rows["a"], rows["b"]):
+        assert float(b["kd"]) > 0
+        assert float(b["kd"]) == pytest.approx(float(a["kd"]), rel=1e-4)
+        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-4)
+    fresh = tiny_detector()
+    assert any(not np.allclose(np.array(a), np.array(b))
+               for a, b in zip(fresh.weights, resumed.distiller.student.weights))
+    for a, b in zip(full.distiller.student.weights, resumed.distiller.student.weights):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-5)

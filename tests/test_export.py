@@ -1,7 +1,5 @@
 """Tests for fld.export: int8 conversion of the student and the op audit."""
 
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -9,9 +7,9 @@ import pytest
 import fld.models as models
 from fld import export
 from fld.crop import crop_face, normalize_image
+from tests.conftest import DATA_300W
 
 SIZE = 64
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "300w", "train")
 NUM_CALIBRATION, NUM_EVAL = 16, 24
 
 
@@ -19,15 +17,13 @@ def _face_crops(count):
     from fld.data.readers import read_pts_dir
     from fld.images import read_image_rgb
 
-    records = read_pts_dir(DATA)[:count]
+    records = read_pts_dir(DATA_300W)[:count]
     return [normalize_image(crop_face(read_image_rgb(r.image_path), r.face_box, SIZE)[0])[None]
             for r in records]  # (1, S, S, 3) in [-1, 1]
 
 
 @pytest.fixture(scope="module")
-def faces():
-    if not os.path.isdir(DATA):
-        pytest.skip(f"real faces not found at {os.path.normpath(DATA)} (../shared/data)")
+def faces(data_300w):
     crops = _face_crops(NUM_CALIBRATION + NUM_EVAL)
     assert len(crops) == NUM_CALIBRATION + NUM_EVAL
     return crops[:NUM_CALIBRATION], crops[NUM_CALIBRATION:]
@@ -94,6 +90,8 @@ def test_student_int8_heatmap_argmax_agrees(student, int8_student, faces):
           f"{on_clear:.1%}")
     # Random weights give flat maps: where the float model's best cell beats the
     # runner-up by < 5%, int8 rounding decides. Where the peak is clear, argmax agrees.
+    # Measured (AMD EPYC, AVX2 only): exact 83.6%, within 1 px 88.4%, clear peaks 62% of
+    # points and 97.0% exact on them; a wrong scale or a lost layer scatters the argmax.
     assert on_clear >= 0.9 and clear.mean() >= 0.3
     assert exact.mean() >= 0.75 and near.mean() >= 0.8
 
@@ -173,7 +171,8 @@ def test_output_cap_clips_inside_the_fusion_mul(student, int8_student, faces):
         errors.append(np.abs(got - want).mean() / max(want.mean(), 1e-9))
     print(f"\ncapped int8 output: cap {cap:.4g}, mean |error| / mean value "
           f"{np.mean(errors):.3f}")
-    assert np.mean(errors) < 0.2   # a scalar MUL for the gain gave ~0.6
+    # measured 0.093 (AMD EPYC, AVX2 only); a scalar MUL for the gain gave ~0.6
+    assert np.mean(errors) < 0.2
     with pytest.raises(ValueError, match="output_cap"):
         export.convert(student, "int8", faces[0], output_cap=0.0)
     with pytest.raises(ValueError, match="LandmarkDetector"):

@@ -144,16 +144,40 @@ def test_benchmark_prints_latency(tiny):
     assert float(result.stdout.strip().splitlines()[-1].split()[1]) > 0
 
 
+def write_still_clip(path, record, frames=6):
+    """An MJPG clip of one real face, still: the same frame plus fresh pixel noise each time."""
+    import cv2
+
+    frame = cv2.resize(cv2.imread(record.image_path), (320, 320))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (320, 320))
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(np.clip(frame + rng.normal(0, 2, frame.shape), 0, 255).astype(np.uint8))
+    writer.release()
+    return str(path)
+
+
+def read_frame_pts(folder, count):
+    """(frames, K, 2): frame_000000.pts ... of one video's output folder."""
+    return np.stack([read_pts(str(folder / f"frame_{i:06d}.pts")) for i in range(count)])
+
+
+def video_frame_count(path):
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), path
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count
+
+
 def test_predict_video_with_smoothing(tiny, real_records, tmp_path):
     import cv2
 
-    frame = cv2.resize(cv2.imread(real_records[0].image_path), (320, 320))
-    video = str(tmp_path / "clip.avi")
-    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (320, 320))
-    rng = np.random.default_rng(0)
-    for _ in range(6):
-        writer.write(np.clip(frame + rng.normal(0, 2, frame.shape), 0, 255).astype(np.uint8))
-    writer.release()
+    video = write_still_clip(tmp_path / "clip.avi", real_records[0])
     out = tmp_path / "out"
     result = run_tool("predict.py", "--model", tiny["int8"], "--input", video, "--smooth",
                       "--output_dir", str(out), "--save_pts", "--save_overlay")
@@ -161,6 +185,47 @@ def test_predict_video_with_smoothing(tiny, real_records, tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "frames: 6, faces: 6, skipped: 0"
     assert len(list((out / "clip").glob("frame_*.pts"))) == 6
     assert cv2.VideoCapture(str(out / "clip.mp4")).isOpened()
+    assert video_frame_count(out / "clip.mp4") == 6
+
+    # --smooth must change the points, and only by filtering them: with the detector run
+    # on every frame, the tracked and the raw runs crop every frame from the same box, so
+    # the first frame (where the 1-Euro filter starts) is identical and later frames differ.
+    # The face is still, so frame-to-frame motion is jitter: smoothing must lower it.
+    runs = {}
+    for name, flags in (("smooth", ["--smooth", "--detect_every", "1"]), ("raw", [])):
+        result = run_tool("predict.py", "--model", tiny["int8"], "--input", video, *flags,
+                          "--output_dir", str(tmp_path / name), "--save_pts")
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.strip().splitlines()[-1] == "frames: 6, faces: 6, skipped: 0"
+        runs[name] = read_frame_pts(tmp_path / name / "clip", 6)
+    smooth, raw = runs["smooth"], runs["raw"]
+    np.testing.assert_allclose(smooth[0], raw[0], atol=1e-5)
+    assert all(np.abs(smooth[i] - raw[i]).max() > 1e-3 for i in range(1, 6)), smooth - raw
+    jitter = {name: float(np.linalg.norm(np.diff(p, axis=0), axis=-1).mean())
+              for name, p in runs.items()}
+    assert jitter["raw"] > 0.05, jitter  # the noise does move the raw points
+    assert jitter["smooth"] < 0.6 * jitter["raw"], jitter
+
+
+def test_predict_video_max_frames_and_webcam_errors(tiny, real_records, tmp_path):
+    video = write_still_clip(tmp_path / "clip.avi", real_records[0])
+    out = tmp_path / "out"
+    result = run_tool("predict.py", "--model", tiny["int8"], "--input", video,
+                      "--max_frames", "3", "--output_dir", str(out), "--save_pts",
+                      "--save_overlay")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "frames: 3, faces: 3, skipped: 0"
+    assert sorted(p.name for p in (out / "clip").glob("*.pts")) == [
+        f"frame_{i:06d}.pts" for i in range(3)]
+    assert video_frame_count(out / "clip.mp4") == 3
+    # A digit string is a webcam index (cv2.VideoCapture(int)); none is attached here.
+    result = run_tool("predict.py", "--model", tiny["int8"], "--input", "97",
+                      "--max_frames", "3")
+    assert result.returncode == 1, (result.stdout, result.stderr[-2000:])
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("predict.py: error: "), result.stderr
+    assert "97" in errors[0], errors
+    assert "Traceback" not in result.stderr and "frames:" not in result.stdout
 
 
 @pytest.mark.slow

@@ -22,18 +22,14 @@ from fld.data.records import Record, split_records
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "300w" / "train"
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"real 300-W data not found at {DATA} (../shared/data from the repo)"
-)
+needs_data = pytest.mark.usefixtures("data_300w")   # tests/conftest.py: skip, or fail in CI
 # A hand-checked file: its 4th line (first point) reads "113.355 152.967".
 HAND_FILE = DATA / "afw" / "1051618982_1.pts"
 
 
 @pytest.fixture(scope="module")
-def real_records():
-    if not DATA.is_dir():
-        pytest.skip(f"real 300-W data not found at {DATA}")
-    return read_pts_dir(str(DATA))
+def real_records(data_300w):
+    return read_pts_dir(data_300w)
 
 
 def _real_image(dest: Path) -> Path:

@@ -214,6 +214,8 @@ def measure_box_mapping(faces: Iterable[tuple[np.ndarray, np.ndarray]],
         dict with ``images``, ``detected`` (matched faces), ``detection_rate``,
         ``mapping`` (a BoxMapping), ``residuals`` (``fit_box_mapping``'s) and the
         matched ``detector_boxes`` / ``landmark_boxes``.
+    Raises:
+        ValueError: no faces, or no detection matched any face (nothing to fit).
     """
     from fld.crop import box_from_landmarks
 
@@ -229,10 +231,14 @@ def measure_box_mapping(faces: Iterable[tuple[np.ndarray, np.ndarray]],
         if iou[best] >= min_iou:
             detector_boxes.append(found[best])
             landmark_boxes.append(truth)
+    if not detector_boxes:
+        raise ValueError("measure_box_mapping: no annotated faces" if not images else
+                         f"measure_box_mapping: no detection matched any of the {images} "
+                         f"annotated faces (IoU >= {min_iou:g} with the landmark box): "
+                         f"no mapping to fit")
     result = {"images": images, "detected": len(detector_boxes),
               "detection_rate": len(detector_boxes) / max(images, 1),
               "detector_boxes": np.asarray(detector_boxes).reshape(-1, 4),
               "landmark_boxes": np.asarray(landmark_boxes).reshape(-1, 4)}
-    if detector_boxes:
-        result["mapping"], result["residuals"] = fit_box_mapping(detector_boxes, landmark_boxes)
+    result["mapping"], result["residuals"] = fit_box_mapping(detector_boxes, landmark_boxes)
     return result

@@ -98,11 +98,12 @@ class TFLiteModel:
             only names it in messages).
         num_threads: CPU threads for the interpreter.
         runtime: force an interpreter by name (see ``RUNTIMES``); None = first found.
-        reference_kernels: run TFLite's portable reference kernels instead of the
-            default XNNPACK delegate (``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``).
-            XNNPACK's int8 kernels are chosen by CPU instruction set, so their results can
-            differ slightly from one CPU to another; the reference kernels give the same
-            result everywhere (slower). For diagnosing accuracy, not for deployment.
+        reference_kernels: run TFLite's builtin kernels without the default XNNPACK
+            delegate (``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``; not the
+            ``BUILTIN_REF`` resolver, which cannot load these models). XNNPACK's int8
+            kernels are chosen by CPU instruction set, so their results differ from one
+            CPU to another; the builtin kernels give the same landmarks on the CPUs
+            measured (slower). For diagnosing accuracy, not for deployment.
     Attributes:
         runtime: the interpreter's name; input_shape / output_shape: tensor shapes;
         input_dtype / output_dtype: numpy types; model_bytes: the file's bytes.

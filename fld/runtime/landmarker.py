@@ -62,7 +62,7 @@ class Landmarker:
             swapped with the scheme's ``flip_perm``): twice the model time for a
             lower error (figures in MODEL_CARD.md). A flip-pair model
             (``ModelInfo.flip_pair``) always does this, in one invoke of batch two.
-        reference_kernels: TFLite's reference kernels instead of XNNPACK
+        reference_kernels: TFLite's builtin kernels instead of XNNPACK
             (``TFLiteModel``): CPU-independent results, for diagnosing accuracy.
     Attributes:
         info: the model's ``ModelInfo``; scheme: its landmark scheme; model: the
