@@ -17,6 +17,11 @@ Outputs (in ``--output_dir``, keeping each input's path relative to the input fo
   Videos: ``NAME/frame_000123.pts`` (and ``frame_000123_1.pts`` ...).
 - ``--save_overlay``: the image with the points drawn (and the face box), ``NAME.jpg``
   for JPEG inputs, ``NAME.png`` otherwise; videos: ``NAME.mp4``.
+- Inputs whose names differ only in the extension (``face.jpg``, ``face.png``) keep
+  distinct outputs: ``face_jpg.pts``, ``face_png.pts`` (and overlays likewise).
+- An existing file beside an input image (e.g. its ground-truth ``.pts`` when
+  ``--output_dir`` is the input folder) is never overwritten unless ``--overwrite``;
+  the check runs before any work. An overlay never replaces its input image.
 
 A file that cannot be decoded inside a folder is reported on stderr and skipped; the
 last line is a summary ``images: N, faces: F, skipped: S``. A missing input, an empty
@@ -57,6 +62,8 @@ flags.DEFINE_bool("flip_test", False, "Also run the mirrored crop and average th
 flags.DEFINE_string("runtime", None, "Force ai_edge_litert, tflite_runtime or tf.")
 flags.DEFINE_integer("detect_every", 10, "Videos with --smooth: detect every N frames.")
 flags.DEFINE_integer("max_frames", 0, "Videos / webcam: stop after N frames (0: all).")
+flags.DEFINE_bool("overwrite", False, "Allow replacing existing files that sit beside the "
+                  "input images (e.g. their ground-truth .pts files).")
 flags.mark_flag_as_required("input")
 FLAGS = flags.FLAGS
 
@@ -131,11 +138,38 @@ def write_image(path: str, image_bgr: np.ndarray) -> None:
             raise OSError(f"cannot write {path}")
 
 
-class Outputs:
-    """Writes .pts files and overlays under the output folder."""
+def output_stems(names: list[str]) -> dict[str, str]:
+    """Input name -> output stem: the name without its extension, or with the extension
+    folded in (``face_jpg``) where several inputs share a stem (case-insensitively, as
+    on case-insensitive file systems), so that no two inputs write the same file."""
+    def plain(name):
+        return os.path.splitext(name)[0]
 
-    def __init__(self, output_dir, save_pts, save_overlay):
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[plain(name).lower()] = counts.get(plain(name).lower(), 0) + 1
+    return {name: plain(name) if counts[plain(name).lower()] == 1 else
+            plain(name) + "_" + os.path.splitext(name)[1].lstrip(".").lower()
+            for name in names}
+
+
+class Outputs:
+    """Writes .pts files and overlays under the output folder, never over an existing
+    file in a folder that holds input images (``protect``) unless ``overwrite``."""
+
+    def __init__(self, output_dir, save_pts, save_overlay, overwrite=False):
         self.output_dir, self.save_pts, self.save_overlay = output_dir, save_pts, save_overlay
+        self.overwrite, self._protected = overwrite, set()
+
+    def protect(self, input_paths) -> None:
+        """Marks the folders of these inputs: existing files there are not replaced."""
+        self._protected.update(os.path.dirname(os.path.realpath(p)) for p in input_paths)
+
+    def check_writable(self, path: str) -> None:
+        if (not self.overwrite and os.path.exists(path)
+                and os.path.dirname(os.path.realpath(path)) in self._protected):
+            raise InputError(f"{path} exists beside the input images (their annotation?): "
+                             f"not overwritten; choose another --output_dir or pass --overwrite")
 
     def pts_paths(self, stem: str, count: int) -> list[str]:
         base = os.path.join(self.output_dir, stem)
@@ -143,14 +177,22 @@ class Outputs:
 
     def write_faces(self, stem: str, faces) -> None:
         if self.save_pts:
-            for path, (_, points) in zip(self.pts_paths(stem, len(faces)), faces):
+            paths = self.pts_paths(stem, len(faces))
+            for path in paths:
+                self.check_writable(path)
+            for path, (_, points) in zip(paths, faces):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 write_pts(path, points)
 
-    def overlay_path(self, relative: str) -> str:
-        stem, ext = os.path.splitext(relative)
+    def overlay_path(self, relative: str, stem: str) -> str:
+        ext = os.path.splitext(relative)[1]
         return os.path.join(self.output_dir,
                             stem + (".jpg" if ext.lower() in (".jpg", ".jpeg") else ".png"))
+
+    def planned(self, relative: str, stem: str) -> list[str]:
+        """The files one input's first face writes."""
+        return ((self.pts_paths(stem, 1) if self.save_pts else [])
+                + ([self.overlay_path(relative, stem)] if self.save_overlay else []))
 
 
 def make_landmarker() -> Landmarker:
@@ -165,6 +207,16 @@ def run_images(landmarker, root, relatives, boxes, outputs, progress) -> tuple[i
     """Processes images; returns (images, faces, skipped)."""
     from tqdm import tqdm
 
+    names = [os.path.basename(r) if root is None else r for r in relatives]
+    paths = [r if root is None else os.path.join(root, r) for r in relatives]
+    stems = output_stems(names)
+    outputs.protect(paths)
+    for name, path in zip(names, paths):   # before any work: nothing is lost halfway
+        for target in outputs.planned(name, stems[name]):
+            if os.path.realpath(target) == os.path.realpath(path):
+                raise InputError(f"overlay {target} would overwrite its input image: choose "
+                                 f"another --output_dir")
+            outputs.check_writable(target)
     images = faces_total = skipped = 0
     bar = tqdm(relatives, desc="predict", unit="img", file=sys.stderr, disable=None if progress else True)
     for relative in bar:
@@ -183,14 +235,9 @@ def run_images(landmarker, root, relatives, boxes, outputs, progress) -> tuple[i
             continue
         images += 1
         faces_total += len(faces)
-        stem = os.path.splitext(name)[0]
-        outputs.write_faces(stem, faces)
+        outputs.write_faces(stems[name], faces)
         if outputs.save_overlay:
-            target = outputs.overlay_path(name)
-            if os.path.abspath(target) == os.path.abspath(path):
-                raise InputError(f"overlay {target} would overwrite its input image: choose "
-                                 f"another --output_dir")
-            write_image(target, draw_overlay(image, faces))
+            write_image(outputs.overlay_path(name, stems[name]), draw_overlay(image, faces))
     return images, faces_total, skipped
 
 
@@ -243,7 +290,7 @@ def predict(argv_input: str) -> int:
     saving = FLAGS.save_pts or FLAGS.save_overlay
     if saving and not FLAGS.output_dir:
         raise InputError("--save_pts / --save_overlay need --output_dir")
-    outputs = Outputs(FLAGS.output_dir, FLAGS.save_pts, FLAGS.save_overlay)
+    outputs = Outputs(FLAGS.output_dir, FLAGS.save_pts, FLAGS.save_overlay, FLAGS.overwrite)
     boxes = read_boxes(FLAGS.boxes) if FLAGS.boxes else None
 
     if argv_input.isdigit():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -128,6 +129,7 @@ class HaarDetector:
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_size_fraction = min_size_fraction
+        self._lock = threading.Lock()   # one cascade object: its calls are serialised
 
     def __call__(self, image_rgb: np.ndarray) -> np.ndarray:
         import cv2
@@ -135,8 +137,9 @@ class HaarDetector:
         grey = image_rgb if image_rgb.ndim == 2 else cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
         grey = cv2.equalizeHist(grey)
         side = max(20, int(self.min_size_fraction * min(grey.shape[:2])))
-        found = self.cascade.detectMultiScale(grey, self.scale_factor, self.min_neighbors,
-                                              minSize=(side, side))
+        with self._lock:
+            found = self.cascade.detectMultiScale(grey, self.scale_factor, self.min_neighbors,
+                                                  minSize=(side, side))
         if len(found) == 0:
             return np.zeros((0, 4), np.float32)
         xywh = np.asarray(found, np.float32)
@@ -155,13 +158,15 @@ class YuNetDetector:
         if not os.path.isfile(model_path):
             raise FileNotFoundError(f"YuNet model not found: {model_path}")
         self.detector = cv2.FaceDetectorYN.create(model_path, "", (320, 320), score_threshold)
+        self._lock = threading.Lock()   # setInputSize + detect change shared state
 
     def __call__(self, image_rgb: np.ndarray) -> np.ndarray:
         import cv2
 
         bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
-        self.detector.setInputSize((bgr.shape[1], bgr.shape[0]))
-        _, faces = self.detector.detect(bgr)
+        with self._lock:
+            self.detector.setInputSize((bgr.shape[1], bgr.shape[0]))
+            _, faces = self.detector.detect(bgr)
         if faces is None or len(faces) == 0:
             return np.zeros((0, 4), np.float32)
         x, y, w, h = (faces[:, i].astype(np.float32) for i in range(4))

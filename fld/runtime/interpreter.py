@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from typing import Optional
 
 import numpy as np
@@ -104,6 +105,10 @@ class TFLiteModel:
             kernels are chosen by CPU instruction set, so their results differ from one
             CPU to another; the builtin kernels give the same landmarks on the CPUs
             measured (slower). For diagnosing accuracy, not for deployment.
+    Thread safety: one instance may be shared by threads. ``run`` and ``invoke_raw`` hold
+    a lock from setting the input to reading the outputs, so calls are serialised (one
+    interpreter runs one invoke at a time); for parallel throughput give each thread its
+    own instance.
     Attributes:
         runtime: the interpreter's name; input_shape / output_shape: tensor shapes;
         input_dtype / output_dtype: numpy types; model_bytes: the file's bytes.
@@ -120,6 +125,7 @@ class TFLiteModel:
         self.model_bytes = model_bytes
         self.runtime, interpreter_cls = interpreter_class(runtime)
         self.reference_kernels = bool(reference_kernels)
+        self._lock = threading.RLock()   # set-input / invoke / read-outputs as one step
         options = {}
         if self.reference_kernels:
             module = importlib.import_module(RUNTIMES[self.runtime][0])
@@ -211,9 +217,10 @@ class TFLiteModel:
     def invoke_raw(self, tensor: np.ndarray) -> np.ndarray:
         """Runs on an input already in the tensor's type; returns the raw (main) output.
         A two-range model's fine output is then ``interpreter.get_tensor`` of its index."""
-        self.interpreter.set_tensor(self._input["index"], tensor)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._output["index"])
+        with self._lock:
+            self.interpreter.set_tensor(self._input["index"], tensor)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self._output["index"])
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """Float (B, S, S, 3) input in the model's range (B: the model's batch, 1, or 2
@@ -230,10 +237,11 @@ class TFLiteModel:
         if len(self._outputs) == 2 and self._fine is None:
             raise ModelError(f"{self.path}: two output tensors: call set_fine_output with "
                              f"the model's metadata (Landmarker does)")
-        main_raw = self.invoke_raw(self.quantize_input(images))
-        if self._fine is None:
-            return self.dequantize_output(main_raw)
-        raw = self.interpreter.get_tensor(self._fine["index"])
+        with self._lock:   # the fine tensor must come from the same invoke
+            main_raw = self.invoke_raw(self.quantize_input(images))
+            if self._fine is None:
+                return self.dequantize_output(main_raw)
+            raw = self.interpreter.get_tensor(self._fine["index"])
         scale, zero_point = self._fine_quantization
         merged = _dequantize(raw, (scale / self.fine_ratio, zero_point))
         clipped = raw >= np.iinfo(raw.dtype).max        # a few percent of the cells

@@ -15,6 +15,7 @@ invoke -> dequantise -> decode the heatmaps in float on the host
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 from typing import Optional
@@ -47,6 +48,11 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 class Landmarker:
     """Facial landmarks from a TFLite model carrying ``fld`` metadata.
+
+    Thread safety: one Landmarker may be shared by threads and gives each call the same
+    points as a lone call: the model's interpreter and the detector serialise their own
+    invokes (``TFLiteModel``), so threads wait for each other there; for parallel
+    throughput give each thread its own Landmarker.
 
     Args:
         model_path: ``.tflite`` file; None = the bundled default model
@@ -106,6 +112,7 @@ class Landmarker:
         self.scheme = self.info.scheme
         self._detector_spec = detector
         self._detector: Optional[FaceDetector] = None
+        self._detector_lock = threading.Lock()   # built once, on first use
         self._box_mapping = box_mapping
 
     # --- one face --------------------------------------------------------------------
@@ -179,6 +186,10 @@ class Landmarker:
     # --- with the detector ------------------------------------------------------------
     @property
     def detector(self) -> FaceDetector:
+        with self._detector_lock:
+            return self._build_detector()
+
+    def _build_detector(self) -> FaceDetector:
         if self._detector is None:
             spec = self._detector_spec if self._detector_spec is not None else "haar"
             if isinstance(spec, FaceDetector):
