@@ -28,6 +28,7 @@ metadata is embedded.
 from __future__ import annotations
 
 import copy
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -214,16 +215,37 @@ def split_large_means(tflite_bytes: bytes, limit: int = MEAN_SPLIT_LIMIT) -> byt
     return bytes(builder.Output())
 
 
-if __name__ == "__main__":  # python -m fld.tflite_mean_split IN.tflite OUT.tflite
-    import sys
+def main(argv: list[str]) -> int:
+    """``python -m fld.tflite_mean_split IN.tflite OUT.tflite``: OUT written atomically."""
+    from fld.fileio import atomic_path
 
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m fld.tflite_mean_split IN.tflite OUT.tflite")
-    with open(sys.argv[1], "rb") as f:
-        data = f.read()
-    before = large_int8_means(data)
-    result = split_large_means(data)
-    with open(sys.argv[2], "wb") as f:
-        f.write(result)
-    print(f"{sys.argv[2]}: split {len(before) - len(large_int8_means(result))} of "
+    if len(argv) != 2:
+        print("usage: python -m fld.tflite_mean_split IN.tflite OUT.tflite", file=sys.stderr)
+        return 2
+    source, target = argv
+    try:
+        with open(source, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        print(f"error: {source}: cannot read ({e.strerror})", file=sys.stderr)
+        return 1
+    try:
+        before = large_int8_means(data)
+        result = split_large_means(data)
+    except Exception as e:  # noqa: BLE001 - any parse failure means a foreign file
+        print(f"error: {source}: not a readable .tflite flatbuffer ({type(e).__name__})",
+              file=sys.stderr)
+        return 1
+    try:
+        with atomic_path(target) as tmp, open(tmp, "wb") as f:
+            f.write(result)
+    except OSError as e:
+        print(f"error: {target}: cannot write ({e.strerror})", file=sys.stderr)
+        return 1
+    print(f"{target}: split {len(before) - len(large_int8_means(result))} of "
           f"{len(before)} int8 MEAN(s) over {MEAN_SPLIT_LIMIT} values")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

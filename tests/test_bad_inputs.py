@@ -105,3 +105,26 @@ def test_one_landmarker_shared_by_threads_gives_the_serial_results(real_records)
     assert len(results) == 4 * 3 * len(jobs)
     worst = max(float(np.abs(points - serial[j]).max()) for (_, _, j), points in results.items())
     assert worst == 0.0, f"a shared call moved a point by {worst:.3f} px"
+
+
+@pytest.mark.parametrize("case", ["missing", "not_tflite", "unwritable"])
+def test_mean_split_cli_bad_inputs_fail_in_one_line(case, tmp_path, capsys):
+    from fld.runtime.landmarker import DEFAULT_MODEL_PATH
+    from fld.tflite_mean_split import main
+
+    source, target = str(tmp_path / "missing.tflite"), str(tmp_path / "out.tflite")
+    expected = (source, "cannot read")
+    if case == "not_tflite":
+        source = str(tmp_path / "notes.tflite")
+        open(source, "w").write("not a model\n" * 10)
+        expected = (source, "not a readable .tflite flatbuffer")
+    elif case == "unwritable":
+        source = DEFAULT_MODEL_PATH
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        target = str(blocker / "out.tflite")            # a folder that is a file
+        expected = (target, "cannot write")
+    assert main([source, target]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and all(e in err[0] for e in expected)
+    assert not os.path.exists(str(tmp_path / "out.tflite"))
