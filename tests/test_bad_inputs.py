@@ -4,8 +4,6 @@ model (no --model)."""
 
 import os
 import shutil
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -14,13 +12,11 @@ import pytest
 from fld.crop import box_from_landmarks
 from fld.data.readers import read_pts
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.test_predict_cli import run_tool
 
 
 def predict(*args):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "predict.py"), *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    return run_tool("predict.py", *args, timeout=300)
 
 
 @pytest.fixture

@@ -76,8 +76,9 @@ def converted_vs_float(tflite_path, model, faces_dir):
     for record in held_out:
         inputs, _ = landmarker.crop(calibration.read_rgb(record.image_path),
                                     record.face_box)
+        # [0]: the crop (a flip pair's second map is its mirror's)
         got = decode_numpy(landmarker.model.run(landmarker.model_input(inputs))[0])
-        want = decode_numpy(engine.run(inputs)[0])   # [0]: the crop (a pair's 2nd: mirror)
+        want = decode_numpy(engine.run(inputs)[0])
         diffs.append(np.linalg.norm(got - want, axis=-1))
     return np.concatenate(diffs)
 

@@ -45,7 +45,8 @@ flags.DEFINE_string("venv", os.path.join(REPO, ".venv-tflite"),
 flags.DEFINE_bool("flip_test", False, "Time Landmarker(flip_test=True): the mirrored crop "
                   "is run too (two invokes per face).")
 flags.DEFINE_bool("reference_kernels", False, "Time TFLite's builtin kernels instead of "
-                  "the XNNPACK delegate (the kernels tools/evaluate.py --reference_kernels scores).")
+                  "the XNNPACK delegate (the kernels tools/evaluate.py --reference_kernels "
+                  "scores).")
 flags.mark_flag_as_required("model")
 FLAGS = flags.FLAGS
 

@@ -41,8 +41,9 @@ flags.DEFINE_string("compare_dlib", None, "dlib 68-point shape predictor .dat fi
 flags.DEFINE_bool("flip_test", False, "Also run each model on the mirrored crop and average "
                   "the two predictions (twice the model time).")
 flags.DEFINE_bool("reference_kernels", False, "Run .tflite models on TFLite's builtin "
-                  "kernels instead of the XNNPACK delegate: the same result on every CPU (XNNPACK picks "
-                  "int8 kernels by instruction set). Keras models are unaffected.")
+                  "kernels instead of the XNNPACK delegate: the same result on every CPU "
+                  "(XNNPACK picks int8 kernels by instruction set). Keras models are "
+                  "unaffected.")
 flags.mark_flags_as_required(["model", "data_dir"])
 FLAGS = flags.FLAGS
 

@@ -31,6 +31,7 @@ folder, a single input that is not an image / video, or an unusable model is an 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import os
@@ -142,15 +143,10 @@ def output_stems(names: list[str]) -> dict[str, str]:
     """Input name -> output stem: the name without its extension, or with the extension
     folded in (``face_jpg``) where several inputs share a stem (case-insensitively, as
     on case-insensitive file systems), so that no two inputs write the same file."""
-    def plain(name):
-        return os.path.splitext(name)[0]
-
-    counts: dict[str, int] = {}
-    for name in names:
-        counts[plain(name).lower()] = counts.get(plain(name).lower(), 0) + 1
-    return {name: plain(name) if counts[plain(name).lower()] == 1 else
-            plain(name) + "_" + os.path.splitext(name)[1].lstrip(".").lower()
-            for name in names}
+    split = {name: os.path.splitext(name) for name in names}
+    counts = collections.Counter(stem.lower() for stem, _ in split.values())
+    return {name: stem if counts[stem.lower()] == 1 else f"{stem}_{ext.lstrip('.').lower()}"
+            for name, (stem, ext) in split.items()}
 
 
 class Outputs:
@@ -218,10 +214,9 @@ def run_images(landmarker, root, relatives, boxes, outputs, progress) -> tuple[i
                                  f"another --output_dir")
             outputs.check_writable(target)
     images = faces_total = skipped = 0
-    bar = tqdm(relatives, desc="predict", unit="img", file=sys.stderr, disable=None if progress else True)
-    for relative in bar:
-        path = relative if root is None else os.path.join(root, relative)
-        name = os.path.basename(relative) if root is None else relative
+    bar = tqdm(list(zip(names, paths)), desc="predict", unit="img", file=sys.stderr,
+               disable=None if progress else True)
+    for name, path in bar:
         try:
             image = read_image_rgb(path)
             if boxes is not None:

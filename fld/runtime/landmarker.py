@@ -187,19 +187,16 @@ class Landmarker:
     @property
     def detector(self) -> FaceDetector:
         with self._detector_lock:
-            return self._build_detector()
-
-    def _build_detector(self) -> FaceDetector:
-        if self._detector is None:
-            spec = self._detector_spec if self._detector_spec is not None else "haar"
-            if isinstance(spec, FaceDetector):
-                self._detector = spec
-            else:
-                mapping = self._box_mapping
-                if mapping is None and spec == "haar":
-                    mapping = self._haar_mapping()
-                self._detector = FaceDetector(spec, box_mapping=mapping)
-        return self._detector
+            if self._detector is None:
+                spec = self._detector_spec if self._detector_spec is not None else "haar"
+                if isinstance(spec, FaceDetector):
+                    self._detector = spec
+                else:
+                    mapping = self._box_mapping
+                    if mapping is None and spec == "haar":
+                        mapping = self._haar_mapping()
+                    self._detector = FaceDetector(spec, box_mapping=mapping)
+            return self._detector
 
     def _haar_mapping(self) -> BoxMapping:
         """The model metadata's box mapping, else the one measured for its scheme."""
