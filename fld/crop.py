@@ -23,6 +23,10 @@ from __future__ import annotations
 import numpy as np
 
 DEFAULT_CROP_SCALE = 1.2
+# The boxes the crop rule accepts: a longer side of at least 1 px, coordinates within
+# +-1e6 px (beyond that the crop's scale underflows and the resampling divides by zero).
+MIN_BOX_SIDE = 1.0
+MAX_COORDINATE = 1e6
 
 
 def box_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
@@ -42,9 +46,13 @@ def crop_matrix(box, size: int, scale: float = DEFAULT_CROP_SCALE) -> np.ndarray
         float32 (2, 3) matrix ``M`` with ``crop_xy = M[:, :2] @ image_xy + M[:, 2]``.
     """
     x0, y0, x1, y1 = [float(v) for v in box]
-    side = scale * max(x1 - x0, y1 - y0)
-    if not np.isfinite(side) or side <= 0:
-        raise ValueError(f"crop_matrix: degenerate face box {tuple(box)}")
+    longer = max(x1 - x0, y1 - y0)
+    if not all(np.isfinite(v) and abs(v) <= MAX_COORDINATE for v in (x0, y0, x1, y1)) \
+            or not longer >= MIN_BOX_SIDE:
+        raise ValueError(f"degenerate face box ({x0:.6g}, {y0:.6g}, {x1:.6g}, {y1:.6g}): "
+                         f"needs finite coordinates within +-{MAX_COORDINATE:.0e} px and a "
+                         f"side of at least {MIN_BOX_SIDE} px")
+    side = scale * longer
     s = size / side
     cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
     # A crop-pixel edge at -0.5 corresponds to the square's edge cx - side / 2.

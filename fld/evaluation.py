@@ -20,7 +20,7 @@ import numpy as np
 from fld import metrics
 from fld.crop import box_from_landmarks
 from fld.fileio import atomic_path, write_text_atomic
-from fld.images import read_image_rgb
+from fld.images import ImageError, read_image_rgb
 from fld.runtime.detector import box_iou
 from fld.schemes import Scheme
 
@@ -83,7 +83,8 @@ def match_detection(detections, gt_box, min_iou: float = 0.3):
 
 
 def evaluate(records, predictor, scheme: Scheme, boxes: str = "gt",
-             progress: bool = True, read_image=None) -> list[FaceResult]:
+             progress: bool = True, read_image=None,
+             skipped: list | None = None) -> list[FaceResult]:
     """Runs ``predictor`` on every record and scores it.
 
     Args:
@@ -93,6 +94,8 @@ def evaluate(records, predictor, scheme: Scheme, boxes: str = "gt",
         boxes: ``gt`` crops from the ground-truth landmark box (the 300-W protocol);
             ``detector`` runs face detection and scores the matching face.
         read_image: image reader (default ``fld.images.read_image_rgb``).
+        skipped: a list: faces whose image cannot be decoded are appended to it (as
+            their ImageError message) and left out; None: such a face is an error.
     """
     if boxes not in BOX_SOURCES:
         raise ValueError(f"unknown box source {boxes!r}: use one of {BOX_SOURCES}")
@@ -106,7 +109,13 @@ def evaluate(records, predictor, scheme: Scheme, boxes: str = "gt",
 
         iterator = tqdm(records, desc="evaluating", unit="face", disable=None)
     for record in iterator:
-        image = read_image(record.image_path)
+        try:
+            image = read_image(record.image_path)
+        except ImageError as e:
+            if skipped is None:
+                raise ImageError(f"{e} (--skip_bad skips and counts such faces)") from None
+            skipped.append(str(e))
+            continue
         gt = np.asarray(record.landmarks, np.float32)
         gt_box = box_from_landmarks(gt)
         if boxes == "gt":

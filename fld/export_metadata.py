@@ -63,11 +63,17 @@ def embed_metadata(tflite_bytes: bytes, meta) -> bytes:
     metadata the runtime cannot read. Raises ValueError for a non-TFLite input or a
     model whose weights live outside the flatbuffer (> 2 GB models).
     """
-    import flatbuffers
-
     if isinstance(meta, ModelInfo):
         meta = meta.to_dict()
     ModelInfo.from_dict(meta)
+    return embed_metadata_bytes(tflite_bytes, json.dumps(meta, sort_keys=True).encode("utf-8"))
+
+
+def embed_metadata_bytes(tflite_bytes: bytes, payload: bytes) -> bytes:
+    """Returns the model with ``payload`` stored as its ``fld`` metadata entry, as given
+    (no validation: ``embed_metadata`` is the exporters' entry point)."""
+    import flatbuffers
+
     check_tflite(tflite_bytes, "embed_metadata input")
     schema = _schema()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(tflite_bytes), 0))
@@ -76,7 +82,7 @@ def embed_metadata(tflite_bytes: bytes, meta) -> bytes:
         raise ValueError("embed_metadata: models with weights stored after the flatbuffer "
                          "(> 2 GB) are not supported")
 
-    payload = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), np.uint8)
+    payload = np.frombuffer(bytes(payload), np.uint8)
     entries = [m for m in (model.metadata or []) if _name(m.name) != METADATA_NAME]
     new_buffer = schema.BufferT()
     new_buffer.data = payload

@@ -7,11 +7,12 @@ compared through exactly the crop / decode code the .tflite runtime uses.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
+from fld.cli import short_error
 from fld.crop import DEFAULT_CROP_SCALE
+from fld.fileio import check_model_file
 
 
 def load_keras_model(path: str, preset: str | None = None, image_size: int | None = None,
@@ -24,10 +25,10 @@ def load_keras_model(path: str, preset: str | None = None, image_size: int | Non
 
     import fld.models as models  # registers the custom layers for safe-mode loading
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file not found: {path}")
     if path.endswith(".tflite"):
+        check_model_file(path, "tflite")
         return _model_from_tflite(path, preset)
+    check_model_file(path, "keras")
     if path.endswith(".weights.h5"):
         if not (preset and image_size and scheme):
             raise ValueError(f"{path}: a .weights.h5 file holds weights only: also give the "
@@ -37,14 +38,15 @@ def load_keras_model(path: str, preset: str | None = None, image_size: int | Non
             model.load_weights(path)
         except Exception as e:  # wrong architecture or not an HDF5 file
             raise ValueError(f"{path}: cannot load these weights into {preset} at "
-                             f"{image_size}px, scheme {scheme}: {e}") from None
+                             f"{image_size}px, scheme {scheme}: {short_error(e)}") from None
         return model
     if not path.endswith(".keras"):
         raise ValueError(f"{path}: not a Keras model file (.keras or .weights.h5)")
     try:
         model = keras.saving.load_model(path)
     except Exception as e:
-        raise ValueError(f"{path}: not a loadable Keras model ({type(e).__name__}: {e})") from None
+        raise ValueError(f"{path}: not a loadable Keras model ({type(e).__name__}: "
+                         f"{short_error(e)})") from None
     if not isinstance(model, models.LandmarkDetector):
         raise ValueError(f"{path}: holds a {type(model).__name__}, not an fld LandmarkDetector")
     return model

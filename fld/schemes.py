@@ -71,6 +71,7 @@ class Scheme:
         for e in self.edges:
             if len(e.points) < 2:
                 raise ValueError(f"{where}: edge {e.name!r} needs at least 2 points")
+        self.edge_flip_perm()   # every edge's mirror image must be an edge too
 
     @property
     def num_edges(self) -> int:
@@ -115,9 +116,28 @@ class Scheme:
         return dataclasses.asdict(self)
 
 
+def index_value(value, where: str) -> int:
+    """A point index read from JSON: an integer (not a float such as 0.9, not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where} must be an integer, got {value!r}")
+    return value
+
+
+def index_list(values, where: str) -> tuple[int, ...]:
+    """A JSON list of point indices (``index_value`` each)."""
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"{where} must be a list of point indices, got {values!r}")
+    return tuple(index_value(v, f"{where}[{i}]") for i, v in enumerate(values))
+
+
 def _pairs_to_perm(k: int, pairs: Sequence[Sequence[int]]) -> tuple[int, ...]:
     perm = list(range(k))
-    for a, b in pairs:
+    for n, pair in enumerate(pairs):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"flip_pairs[{n}] must be a pair of point indices, got {pair!r}")
+        a, b = index_list(pair, f"flip_pairs[{n}]")
+        if not (0 <= a < k and 0 <= b < k):
+            raise ValueError(f"flip_pairs[{n}] = {list(pair)}: index out of range 0..{k - 1}")
         perm[a], perm[b] = b, a
     return tuple(perm)
 
@@ -251,20 +271,24 @@ def load_scheme_file(path: str) -> Scheme:
             spec = json.load(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"scheme file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e})") from None
     try:
-        k = int(spec["num_points"])
-        io = tuple(int(i) for i in spec["io_indices"])
+        if not isinstance(spec, dict):
+            raise TypeError("the file must hold a JSON object")
+        k = index_value(spec["num_points"], "num_points")
+        io = index_list(spec["io_indices"], "io_indices")
         pupils = spec.get("pupils") or [[io[0]], [io[1]]]
         return Scheme(
             name=str(spec.get("name", os.path.splitext(os.path.basename(path))[0])),
             num_points=k,
-            flip_perm=_pairs_to_perm(k, [tuple(map(int, p)) for p in spec.get("flip_pairs", [])]),
+            flip_perm=_pairs_to_perm(k, spec.get("flip_pairs", [])),
             io_indices=io,
-            pupils=tuple(tuple(int(i) for i in p) for p in pupils),
+            pupils=tuple(index_list(p, f"pupils[{n}]") for n, p in enumerate(pupils)),
             edges=tuple(
-                Edge(str(e.get("name", f"edge{j}")), tuple(int(i) for i in e["points"]),
+                Edge(str(e.get("name", f"edge{j}")), index_list(e["points"], f"edges[{j}].points"),
                      bool(e.get("closed", False)))
                 for j, e in enumerate(spec.get("edges", []))
             ),

@@ -105,7 +105,7 @@ def load_model():
     from fld.keras_engine import load_keras_model
 
     path = FLAGS.checkpoint
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise ConvertError(f"checkpoint not found: {path}")
     if not path.endswith((".keras", ".weights.h5", ".tflite")):
         raise ConvertError(f"{path}: not a model file (expected .keras, .weights.h5 with "
@@ -207,6 +207,12 @@ def run() -> str:
     from fld import calibration, export
 
     quantize = FLAGS.quantize
+    from fld.fileio import check_writable_dir
+
+    try:   # before any work: an unwritable --output fails now, not after the conversion
+        check_writable_dir(os.path.dirname(os.path.abspath(FLAGS.output)), "--output folder")
+    except OSError as e:
+        raise ConvertError(str(e)) from None
     model = load_model()
     image_size = int(model.inputs[0].shape[1])
     calibration_faces, held_out = [], []

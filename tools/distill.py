@@ -14,6 +14,7 @@ import sys
 
 from absl import app, flags
 
+from fld.cli import one_line_errors
 from fld.training import trainer
 
 trainer.define_flags()
@@ -30,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(one_line_errors(main, "distill.py"))

@@ -12,13 +12,14 @@ Prints one table per model (per sub-folder and overall, NME in percent); the las
 """
 
 import os
-import sys
 
 from absl import app, flags
 
 from fld import evaluation
+from fld.cli import one_line_errors
 from fld.codec import DECODE_METHODS
 from fld.data.readers import read_annotations
+from fld.fileio import check_writable_dir
 from fld.schemes import get_scheme
 
 flags.DEFINE_multi_string("model", None, "Model file(s): .tflite, .keras or .weights.h5.")
@@ -44,19 +45,25 @@ flags.DEFINE_bool("reference_kernels", False, "Run .tflite models on TFLite's bu
                   "kernels instead of the XNNPACK delegate: the same result on every CPU "
                   "(XNNPACK picks int8 kernels by instruction set). Keras models are "
                   "unaffected.")
+flags.DEFINE_bool("skip_bad", False, "Skip (and count) faces with a bad annotation or an "
+                  "unreadable image instead of stopping at the first.")
 flags.mark_flags_as_required(["model", "data_dir"])
 FLAGS = flags.FLAGS
 
 
-def main(_):
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.report_dir:
+        check_writable_dir(FLAGS.report_dir, "--report_dir")
     scheme = get_scheme(FLAGS.scheme)
-    records = sorted(read_annotations(FLAGS.data_dir, scheme=scheme),
+    records = sorted(read_annotations(FLAGS.data_dir, scheme=scheme, skip_bad=FLAGS.skip_bad),
                      key=lambda r: r.image_path)
     records = records[FLAGS.offset::max(1, FLAGS.every)]
     if FLAGS.limit:
         records = records[: FLAGS.limit]
     if len(set(FLAGS.model)) != len(FLAGS.model):
-        sys.exit("evaluate.py: error: the same --model is given twice")
+        raise ValueError("the same --model is given twice")
     names = [os.path.basename(p) for p in FLAGS.model]
     if len(set(names)) != len(names):  # e.g. two runs' best.keras: name them by path
         names = [os.path.normpath(p) for p in FLAGS.model]
@@ -68,7 +75,7 @@ def main(_):
                   for name, p in zip(names, FLAGS.model)}
     for name, predictor in predictors.items():
         if predictor.scheme.num_points != scheme.num_points:
-            sys.exit(f"evaluate.py: error: {name} predicts {predictor.scheme.num_points} "
+            raise ValueError(f"{name} predicts {predictor.scheme.num_points} "
                      f"points, scheme {scheme.name} has {scheme.num_points}")
     if FLAGS.compare_dlib:
         from fld.dlib_baseline import DlibPredictor, dlib_missing_reason
@@ -83,7 +90,11 @@ def main(_):
     print(f"cpu: {describe_cpu()}")
     results = {}
     for name, predictor in predictors.items():
-        results[name] = evaluation.evaluate(records, predictor, scheme, FLAGS.boxes)
+        skipped = [] if FLAGS.skip_bad else None
+        results[name] = evaluation.evaluate(records, predictor, scheme, FLAGS.boxes,
+                                            skipped=skipped)
+        if skipped:
+            print(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
         rows = evaluation.summary_rows(results[name])
         engine = predictor.model
         kernels = (f", {engine.runtime} {engine.kernels} kernels"
@@ -92,7 +103,7 @@ def main(_):
         if getattr(predictor, "flip_test", False):
             flip = (", flip pair (one invoke)" if predictor.info.flip_pair
                     else ", flip test (two runs)")
-        print(f"\n{name}  ({len(records)} faces, {scheme.name}, boxes: {FLAGS.boxes}{kernels}"
+        print(f"\n{name}  ({len(results[name])} faces, {scheme.name}, boxes: {FLAGS.boxes}{kernels}"
               f"{flip})")
         print(evaluation.format_table(rows))
         if FLAGS.boxes == "detector":
@@ -106,4 +117,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(one_line_errors(main, "evaluate.py"))

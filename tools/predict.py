@@ -40,10 +40,11 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from fld.crop import box_from_landmarks
+from fld.cli import one_line_errors, short_error
+from fld.crop import MAX_COORDINATE, box_from_landmarks
 from fld.data.readers import IMAGE_EXTENSIONS, write_pts
-from fld.fileio import atomic_path
-from fld.images import read_image_rgb
+from fld.fileio import atomic_path, check_writable_dir
+from fld.images import DEFAULT_MAX_PIXELS, read_image_rgb
 from fld.runtime import Landmarker, MetadataError, ModelError, VideoLandmarker
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -65,6 +66,8 @@ flags.DEFINE_integer("detect_every", 10, "Videos with --smooth: detect every N f
 flags.DEFINE_integer("max_frames", 0, "Videos / webcam: stop after N frames (0: all).")
 flags.DEFINE_bool("overwrite", False, "Allow replacing existing files that sit beside the "
                   "input images (e.g. their ground-truth .pts files).")
+flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS, "Refuse images with more pixels than "
+                     "this (checked from the file header, before decoding).")
 flags.mark_flag_as_required("input")
 FLAGS = flags.FLAGS
 
@@ -102,9 +105,10 @@ def read_boxes(path: str) -> dict[str, list[np.ndarray]]:
                     continue  # header row
                 raise InputError(f"{path}:{n}: box coordinates must be numbers: {row}") from None
             if len(values) != 4 or not np.all(np.isfinite(values)) or \
-                    values[2] <= values[0] or values[3] <= values[1]:
-                raise InputError(f"{path}:{n}: expected image,x0,y0,x1,y1 with x1 > x0 and "
-                                 f"y1 > y0, got {row}")
+                    values[2] <= values[0] or values[3] <= values[1] or \
+                    max(abs(v) for v in values) > MAX_COORDINATE:
+                raise InputError(f"{path}:{n}: expected image,x0,y0,x1,y1 with x1 > x0, "
+                                 f"y1 > y0 and |v| <= {MAX_COORDINATE:.0e}, got {row}")
             boxes.setdefault(os.path.normpath(row[0].strip()), []).append(
                 np.asarray(values, np.float32))
     if not boxes:
@@ -191,15 +195,24 @@ class Outputs:
                 + ([self.overlay_path(relative, stem)] if self.save_overlay else []))
 
 
-def make_landmarker() -> Landmarker:
+def make_landmarker(detect: bool) -> Landmarker:
+    """The model, and (``detect``) its face detector, built now: a bad --model or
+    --detector fails once, before any image."""
     try:
-        return Landmarker(FLAGS.model, num_threads=FLAGS.threads, runtime=FLAGS.runtime,
-                          detector=FLAGS.detector, flip_test=FLAGS.flip_test)
-    except (FileNotFoundError, MetadataError, ModelError, ImportError) as e:
+        landmarker = Landmarker(FLAGS.model, num_threads=FLAGS.threads, runtime=FLAGS.runtime,
+                                detector=FLAGS.detector, flip_test=FLAGS.flip_test)
+    except (OSError, MetadataError, ModelError, ImportError) as e:
         raise InputError(str(e)) from None
+    if detect:
+        try:
+            landmarker.detector
+        except (OSError, ValueError, ImportError) as e:
+            raise InputError(f"--detector {FLAGS.detector}: {e}") from None
+    return landmarker
 
 
-def run_images(landmarker, root, relatives, boxes, outputs, progress) -> tuple[int, int, int]:
+def run_images(landmarker, root, relatives, boxes, outputs, progress,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int, int]:
     """Processes images; returns (images, faces, skipped)."""
     from tqdm import tqdm
 
@@ -218,14 +231,15 @@ def run_images(landmarker, root, relatives, boxes, outputs, progress) -> tuple[i
                disable=None if progress else True)
     for name, path in bar:
         try:
-            image = read_image_rgb(path)
+            image = read_image_rgb(path, max_pixels)
             if boxes is not None:
                 faces = [(b, landmarker.predict(image, b))
                          for b in boxes.get(os.path.normpath(name), [])]
             else:
                 faces = landmarker.detect(image)
-        except ValueError as e:
-            tqdm.write(f"skipped {path}: {e}", file=sys.stderr)
+        except Exception as e:   # noqa: BLE001 - one bad image never ends a folder's run
+            reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            tqdm.write(f"skipped {path}: {short_error(reason)}", file=sys.stderr)
             skipped += 1
             continue
         images += 1
@@ -275,9 +289,22 @@ def run_video(landmarker, source, stem, outputs) -> tuple[int, int, int]:
                 frames += 1
         except KeyboardInterrupt:
             print(f"interrupted after {frames} frames", file=sys.stderr)
+        else:
+            warn_short_read(capture, source, frames)
     if frames == 0:
         raise InputError(f"no frames could be read from {source!r}")
     return frames, faces_total, 0
+
+
+def warn_short_read(capture, source, frames: int) -> None:
+    """Warns when a video file ended before the frame count its header states."""
+    import cv2
+
+    expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    if isinstance(source, str) and expected > frames and \
+            not (FLAGS.max_frames and frames >= FLAGS.max_frames):
+        print(f"warning: {source}: read {frames} of the {expected} frames its header states "
+              f"(truncated or corrupt file?)", file=sys.stderr)
 
 
 def predict(argv_input: str) -> int:
@@ -302,18 +329,25 @@ def predict(argv_input: str) -> int:
     else:
         kind = "image"
         try:
-            read_image_rgb(argv_input)
+            read_image_rgb(argv_input, FLAGS.max_pixels)
         except ValueError as e:
             raise InputError(str(e)) from None
     if boxes is not None and kind in ("video", "webcam"):
         raise InputError("--boxes works with images and folders, not videos")
 
-    landmarker = make_landmarker()
+    if saving:
+        try:
+            check_writable_dir(FLAGS.output_dir, "--output_dir")
+        except OSError as e:
+            raise InputError(str(e)) from None
+    landmarker = make_landmarker(detect=boxes is None)
     if kind == "folder":
-        counts = run_images(landmarker, argv_input, relatives, boxes, outputs, progress=True)
+        counts = run_images(landmarker, argv_input, relatives, boxes, outputs, progress=True,
+                            max_pixels=FLAGS.max_pixels)
         what = "images"
     elif kind == "image":
-        counts = run_images(landmarker, None, [argv_input], boxes, outputs, progress=False)
+        counts = run_images(landmarker, None, [argv_input], boxes, outputs, progress=False,
+                            max_pixels=FLAGS.max_pixels)
         what = "images"
     else:
         source = int(argv_input) if kind == "webcam" else argv_input
@@ -337,4 +371,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(one_line_errors(main, "predict.py"))

@@ -7,7 +7,8 @@ Every reader returns landmarks as 0-based pixel centres (``fld.crop``'s conventi
 - WFLW lists are already 0-based; CSV tables are defined as 0-based.
 
 A bad file (unreadable, wrong number of points, non-numeric or non-finite values, a
-missing image, a header that disagrees with the points) raises ``AnnotationError``
+missing image or one whose header cannot be read, a header that disagrees with the
+points, points outside the image: ``check_inside_image``) raises ``AnnotationError``
 naming the file (and line) and the problem. With ``skip_bad=True`` bad entries are
 skipped instead, and one ``AnnotationWarning`` says how many and why.
 
@@ -26,12 +27,16 @@ import numpy as np
 
 from fld.data.records import Record
 from fld.fileio import write_text_atomic
+from fld.images import image_size
 from fld.schemes import Scheme, adapt_landmarks, get_scheme
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 WFLW_NUM_POINTS = 98
 WFLW_ATTRIBUTES = ("pose", "expression", "illumination", "make_up", "occlusion", "blur")
 _MAX_REASONS = 3  # reasons quoted in the skip_bad summary warning
+# How far beyond its image's border a face's points may lie, in box sides (faces cut by
+# the border keep their points; a shifted or negated annotation does not pass).
+OUTSIDE_MARGIN = 0.25
 
 
 class AnnotationError(ValueError):
@@ -181,6 +186,32 @@ def _check_image(image_path: str, where: str) -> None:
         raise AnnotationError(f"{where}: image file not found: {image_path}")
 
 
+def check_inside_image(image_path: str, landmarks: np.ndarray, where: str) -> None:
+    """AnnotationError unless the face lies in its image: the centre of its landmark box
+    inside the image, and no point more than ``OUTSIDE_MARGIN`` x the box's longer side
+    beyond the border. The size comes from the image header (no decoding), so an image
+    whose header cannot be read is reported here, before any training or scoring."""
+    try:
+        size = image_size(image_path)
+    except OSError as e:
+        raise AnnotationError(f"{where}: cannot read image {image_path} ({e})") from None
+    if size is None:
+        if image_path.lower().endswith(IMAGE_EXTENSIONS):
+            raise AnnotationError(f"{where}: image {image_path} has no readable header "
+                                  f"(corrupt or truncated)")
+        return   # a format without a header reader here: checked when decoded
+    width, height = size
+    low, high = landmarks.min(axis=0), landmarks.max(axis=0)
+    centre, margin = (low + high) / 2, OUTSIDE_MARGIN * float(np.max(high - low))
+    limit = np.array([width - 0.5, height - 0.5])
+    if not (np.all(centre >= -0.5) and np.all(centre <= limit)) or \
+            np.any(low < -0.5 - margin) or np.any(high > limit + margin):
+        raise AnnotationError(
+            f"{where}: the points (x {low[0]:.6g}..{high[0]:.6g}, y {low[1]:.6g}..{high[1]:.6g})"
+            f" lie outside the {width}x{height} image {os.path.basename(image_path)} (allowed:"
+            f" box centre inside, points up to {OUTSIDE_MARGIN:g} x the box side beyond)")
+
+
 def _resolve_scheme(scheme) -> Optional[Scheme]:
     return None if scheme is None else get_scheme(scheme)
 
@@ -227,6 +258,7 @@ def read_pts_dir(root: str, scheme=None, skip_bad: bool = False) -> list[Record]
             if len(candidates) > 1:
                 raise AnnotationError(f"{pts_path}: several images match: {candidates}")
             landmarks = _adapt(read_pts(pts_path), scheme, pts_path)
+            check_inside_image(candidates[0], landmarks, pts_path)
             records.append(Record(candidates[0], landmarks, None,
                                   _subset(os.path.relpath(pts_path, root))))
         except AnnotationError as e:
@@ -277,6 +309,7 @@ def read_wflw(annotation_txt: str, image_root: str, skip_bad: bool = False,
             relative = tokens[-1].strip()
             image_path = os.path.join(image_root, relative)
             _check_image(image_path, where)
+            check_inside_image(image_path, landmarks, where)
             records.append(Record(
                 image_path, _adapt(landmarks, scheme, where), box, _subset(relative),
                 dict(zip(WFLW_ATTRIBUTES, (int(v) for v in flags)))))
@@ -330,6 +363,7 @@ def read_csv(path: str, image_root: Optional[str] = None, skip_bad: bool = False
             image_path = os.path.join(base, relative)
             _check_image(image_path, where)
             landmarks = np.asarray(values, np.float32).reshape(-1, 2)
+            check_inside_image(image_path, landmarks, where)
             records.append(Record(image_path, _adapt(landmarks, scheme, where), None,
                                   _subset(relative)))
         except AnnotationError as e:

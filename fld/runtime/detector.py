@@ -157,7 +157,13 @@ class YuNetDetector:
 
         if not os.path.isfile(model_path):
             raise FileNotFoundError(f"YuNet model not found: {model_path}")
-        self.detector = cv2.FaceDetectorYN.create(model_path, "", (320, 320), score_threshold)
+        try:
+            self.detector = cv2.FaceDetectorYN.create(model_path, "", (320, 320),
+                                                      score_threshold)
+        except cv2.error as e:
+            message = " ".join(str(e).split())[-200:]
+            raise ValueError(f"{model_path}: not a loadable YuNet .onnx model ({message})") \
+                from None
         self._lock = threading.Lock()   # setInputSize + detect change shared state
 
     def __call__(self, image_rgb: np.ndarray) -> np.ndarray:

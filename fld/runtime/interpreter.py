@@ -15,11 +15,12 @@ returns the output dequantised (``x = (q - zero_point) * scale``) as float32.
 from __future__ import annotations
 
 import importlib
-import os
 import threading
 from typing import Optional
 
 import numpy as np
+
+from fld.fileio import check_model_file
 
 # name -> (module, attribute) of the Interpreter class.
 RUNTIMES = {
@@ -118,8 +119,10 @@ class TFLiteModel:
                  model_bytes: Optional[bytes] = None, reference_kernels: bool = False):
         self.path = str(path)
         if model_bytes is None:
-            if not os.path.isfile(self.path):
-                raise FileNotFoundError(f"model file not found: {self.path}")
+            try:
+                check_model_file(self.path, "tflite")
+            except ValueError as e:
+                raise ModelError(str(e)) from None
             with open(self.path, "rb") as f:
                 model_bytes = f.read()
         self.model_bytes = model_bytes

@@ -24,26 +24,13 @@ import numpy as np
 
 from fld.codec import decode_numpy
 from fld.crop import crop_image, crop_matrix, invert_affine, normalize_image, transform_points
+from fld.images import as_rgb_uint8
 from fld.runtime.detector import HAAR_BOX_MAPPINGS, BoxMapping, FaceDetector
 from fld.runtime.interpreter import TFLiteModel
 from fld.runtime.metadata import ModelInfo, read_model_info
 
 DEFAULT_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
                                   "default_68.tflite")
-
-
-def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image -> (H, W, 3) uint8 RGB."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or min(image.shape[:2]) < 1:
-        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
-    if image.dtype != np.uint8:
-        image = np.clip(np.round(image), 0, 255).astype(np.uint8)
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    return image[..., :3]
 
 
 class Landmarker:
@@ -119,8 +106,10 @@ class Landmarker:
     def crop(self, image_rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
         """The model input (1, S, S, 3) float32 in [-1, 1] and the crop matrix."""
         size = self.info.image_size
-        matrix = crop_matrix(box, size, self.info.crop_scale)
-        crop = crop_image(as_rgb_uint8(image_rgb), matrix, size)
+        image_rgb = as_rgb_uint8(image_rgb)
+        matrix = crop_matrix(box, size, self.info.crop_scale)   # checks the box itself
+        check_box_in_image(box, image_rgb.shape)
+        crop = crop_image(image_rgb, matrix, size)
         return normalize_image(crop)[None], matrix
 
     def model_input(self, inputs: np.ndarray) -> np.ndarray:
@@ -217,6 +206,16 @@ class Landmarker:
         """[(box, points)] for every face found, largest first."""
         image_rgb = as_rgb_uint8(image_rgb)
         return [(box, self.predict(image_rgb, box)) for box in self.detect_faces(image_rgb)]
+
+
+def check_box_in_image(box, shape) -> None:
+    """ValueError unless the face box overlaps the (H, W, ...) image: a box entirely
+    outside it would give points far from any pixel."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    height, width = shape[:2]
+    if not (x1 > -0.5 and y1 > -0.5 and x0 < width - 0.5 and y0 < height - 0.5):
+        raise ValueError(f"face box ({x0:.6g}, {y0:.6g}, {x1:.6g}, {y1:.6g}) lies entirely "
+                         f"outside the {width}x{height} image")
 
 
 def time_landmarker(landmarker: Landmarker, image_rgb: np.ndarray, box, runs: int = 200,

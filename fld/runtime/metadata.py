@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import struct
 from typing import Optional, Sequence
 
 from fld.codec import DECODE_METHODS
 from fld.crop import DEFAULT_CROP_SCALE
-from fld.schemes import Edge, Scheme
+from fld.schemes import Edge, Scheme, index_list, index_value
 
 METADATA_NAME = "fld"
 FORMAT = "fld/1"
@@ -60,16 +62,53 @@ def scheme_to_dict(scheme: Scheme) -> dict:
 
 
 def scheme_from_dict(spec: dict) -> Scheme:
-    """Rebuilds a ``Scheme`` from ``scheme_to_dict``'s output (validated by Scheme)."""
+    """Rebuilds a ``Scheme`` from ``scheme_to_dict``'s output (indices must be integers;
+    the rest is validated by Scheme)."""
+    edges = spec.get("edges", [])
+    if not isinstance(edges, list):
+        raise ValueError(f"scheme.edges must be a list, got {edges!r}")
     return Scheme(
         name=str(spec["name"]),
-        num_points=int(spec["num_points"]),
-        flip_perm=tuple(int(i) for i in spec["flip_perm"]),
-        io_indices=tuple(int(i) for i in spec["io_indices"]),
-        pupils=tuple(tuple(int(i) for i in p) for p in spec["pupils"]),
-        edges=tuple(Edge(str(e["name"]), tuple(int(i) for i in e["points"]),
-                         bool(e.get("closed", False))) for e in spec.get("edges", [])),
+        num_points=index_value(spec["num_points"], "scheme.num_points"),
+        flip_perm=index_list(spec["flip_perm"], "scheme.flip_perm"),
+        io_indices=index_list(spec["io_indices"], "scheme.io_indices"),
+        pupils=tuple(index_list(p, f"scheme.pupils[{n}]") for n, p in enumerate(spec["pupils"])),
+        edges=tuple(Edge(str(e["name"]), index_list(e["points"], f"scheme.edges[{j}].points"),
+                         _flag(e.get("closed", False), f"scheme.edges[{j}].closed"))
+                    for j, e in enumerate(edges)),
     )
+
+
+# Limits on what a model file's metadata may say (checked on read: a value outside them
+# would make the runtime allocate without bound, divide by zero or return garbage).
+LIMITS = {
+    "image_size": (8, 4096),        # pixels; also a multiple of the stride
+    "stride": (1, 64),
+    "crop_scale": (0.5, 4.0),       # crop side / box side
+    "decode.radius": (0, None),     # cells; at most the heatmap side (set per model)
+    "box_mapping.dx": (-1.0, 1.0),  # box-side fractions
+    "box_mapping.dy": (-1.0, 1.0),
+    "box_mapping.sx": (0.1, 10.0),
+    "box_mapping.sy": (0.1, 10.0),
+    "fine_output.ratio": (1.0, 1e4),   # exclusive at 1
+}
+MAX_METADATA_BYTES = 1 << 20
+
+
+def _checked(value, field: str, integer: bool, high=None):
+    """``value`` as an int / float within ``LIMITS[field]`` (``high`` overrides the top),
+    or MetadataError naming the field."""
+    low, top = LIMITS[field]
+    top = top if high is None else high
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer
+                                                 else numbers.Real):
+        raise MetadataError(f"metadata field '{field}' must be {kind}, got {value!r:.60}")
+    if not math.isfinite(value) or value < low or (top is not None and value > top) or \
+            (field == "fine_output.ratio" and value <= low):
+        raise MetadataError(f"metadata field '{field}' = {value!r:.60} is outside "
+                            f"[{low}, {top}]")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,9 +153,14 @@ class ModelInfo:
     extra: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        if self.image_size <= 0 or self.stride <= 0 or self.image_size % self.stride:
-            raise MetadataError(f"image_size {self.image_size} must be a positive multiple "
-                                f"of stride {self.stride}")
+        _checked(self.image_size, "image_size", integer=True)
+        _checked(self.stride, "stride", integer=True)
+        if self.image_size % self.stride:
+            raise MetadataError(f"metadata field 'image_size' = {self.image_size} is not a "
+                                f"multiple of stride {self.stride}")
+        _checked(self.crop_scale, "crop_scale", integer=False)
+        _checked(self.decode_radius, "decode.radius", integer=True,
+                 high=self.image_size // self.stride)
         if self.normalisation != NORMALISATION:
             raise MetadataError(f"unknown normalisation {self.normalisation!r} "
                                 f"(this runtime knows {NORMALISATION!r})")
@@ -126,12 +170,17 @@ class ModelInfo:
         if self.decode_method not in DECODE_METHODS:
             raise MetadataError(f"unknown decode method {self.decode_method!r}: use one of "
                                 f"{DECODE_METHODS}")
-        if self.box_mapping is not None and len(self.box_mapping) != 4:
-            raise MetadataError(f"box_mapping needs 4 numbers, got {self.box_mapping}")
-        if self.fine_output is not None and (len(self.fine_output) != 2
-                                             or not float(self.fine_output[1]) > 1):
-            raise MetadataError(f"fine_output needs (tensor name, ratio > 1), got "
-                                f"{self.fine_output}")
+        if self.box_mapping is not None:
+            if len(self.box_mapping) != 4:
+                raise MetadataError(f"metadata field 'box_mapping' needs 4 numbers (dx, dy, "
+                                    f"sx, sy), got {self.box_mapping}")
+            for name, value in zip(("dx", "dy", "sx", "sy"), self.box_mapping):
+                _checked(value, f"box_mapping.{name}", integer=False)
+        if self.fine_output is not None:
+            if len(self.fine_output) != 2 or not isinstance(self.fine_output[0], str):
+                raise MetadataError(f"metadata field 'fine_output' needs (tensor name, "
+                                    f"ratio), got {self.fine_output}")
+            _checked(self.fine_output[1], "fine_output.ratio", integer=False)
 
     @property
     def heatmap_size(self) -> int:
@@ -179,22 +228,21 @@ class ModelInfo:
             mapping = meta.get("box_mapping")
             fine = meta.get("fine_output")
             return cls(
-                image_size=int(meta["image_size"]),
+                image_size=meta["image_size"],
                 scheme=scheme_from_dict(meta["scheme"]),
-                stride=int(meta.get("stride", 4)),
-                crop_scale=float(meta.get("crop_scale", DEFAULT_CROP_SCALE)),
+                stride=meta.get("stride", 4),
+                crop_scale=meta.get("crop_scale", DEFAULT_CROP_SCALE),
                 normalisation=str(meta.get("normalisation", NORMALISATION)),
                 output=str(meta.get("output", "fused")),
                 decode_method=str(decode.get("method", "local_soft_argmax")),
-                decode_radius=int(decode.get("radius", 2)),
+                decode_radius=decode.get("radius", 2),
                 quantization=str(meta.get("quantization", "none")),
-                box_mapping=None if mapping is None else tuple(float(v) for v in mapping),
-                fine_output=(None if fine is None
-                             else (str(fine["tensor"]), float(fine["ratio"]))),
+                box_mapping=None if mapping is None else tuple(mapping),
+                fine_output=(None if fine is None else (fine["tensor"], fine["ratio"])),
                 flip_pair=_flag(meta.get("flip_pair", False), "flip_pair"),
                 extra={k: v for k, v in meta.items() if k not in known},
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             if isinstance(e, MetadataError):
                 raise
             raise MetadataError(f"malformed fld metadata ({type(e).__name__}: {e})") from None
@@ -312,11 +360,27 @@ def read_metadata(tflite_bytes: bytes, source: str = "model") -> dict:
             f"{source}: no '{METADATA_NAME}' metadata in this TFLite model (entries: {found}); "
             f"convert it with fld's exporter or add it with "
             f"fld.export_metadata.embed_metadata")
+    return parse_metadata_json(entries[METADATA_NAME], source)
+
+
+def parse_metadata_json(data: bytes, source: str = "model") -> dict:
+    """The ``fld`` metadata payload (UTF-8 JSON, at most ``MAX_METADATA_BYTES``) -> dict;
+    NaN / Infinity and pathological nesting are MetadataErrors naming ``source``."""
+    if len(data) > MAX_METADATA_BYTES:
+        raise MetadataError(f"{source}: '{METADATA_NAME}' metadata is {len(data)} bytes "
+                            f"(more than {MAX_METADATA_BYTES}): not written by fld")
     try:
-        return json.loads(entries[METADATA_NAME].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
         raise MetadataError(
             f"{source}: '{METADATA_NAME}' metadata is not UTF-8 JSON ({e})") from None
+    except RecursionError:
+        raise MetadataError(f"{source}: '{METADATA_NAME}' metadata JSON is nested too "
+                            f"deeply: not written by fld") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number fld writes")
 
 
 def read_model_info(tflite_bytes: bytes, source: str = "model") -> ModelInfo:

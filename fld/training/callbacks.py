@@ -140,11 +140,17 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.best = math.inf
         self.best_epoch = -1
         self.history: list[dict] = []
+        self._partial: dict = {}   # restored mid-epoch loss sums, put back at epoch start
 
     # state <-> meta
     def meta(self, epochs_done: int, steps_done: int) -> dict:
+        # Mid-epoch, the training-loss means so far (each tracker's total and count), so
+        # that a resumed epoch logs the loss of all its steps, not only those after resume.
+        partial = {} if steps_done == 0 else {
+            name: [float(ops.convert_to_numpy(t.total)), float(ops.convert_to_numpy(t.count))]
+            for name, t in self.distiller.trackers.items()}
         return dict(epoch=epochs_done, step=steps_done, best=self.best,
-                    best_epoch=self.best_epoch, history=self.history,
+                    best_epoch=self.best_epoch, history=self.history, partial_sums=partial,
                     iterations=int(ops.convert_to_numpy(self.distiller.optimizer.iterations)))
 
     def restore(self) -> dict | None:
@@ -155,6 +161,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.best = float(meta["best"])
         self.best_epoch = int(meta["best_epoch"])
         self.history = list(meta["history"])
+        self._partial = dict(meta.get("partial_sums") or {}) if meta.get("step") else {}
         return meta
 
     def save_state(self, epochs_done: int, steps_done: int) -> None:
@@ -164,6 +171,12 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     # callback hooks
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
+        for name, (total, count) in self._partial.items():   # after fit's metric reset
+            tracker = self.distiller.trackers.get(name)
+            if tracker is not None:
+                tracker.total.assign(total)
+                tracker.count.assign(count)
+        self._partial = {}
 
     def on_train_batch_end(self, batch, logs=None):
         done = self.skip + batch + 1

@@ -32,6 +32,9 @@ import sys
 import time
 from typing import Optional
 
+from fld.cli import short_error
+from fld.fileio import check_model_file, check_writable_dir
+
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -91,6 +94,8 @@ class TrainConfig:
     grey_prob: float = _field(0.2, "Greyscale probability.")
     # run
     seed: int = _field(0, "Seed of weights, data order and augmentation.")
+    skip_bad: bool = _field(False, "Skip (and count) faces with a bad annotation or an "
+                                   "unreadable image instead of stopping at the first.")
     work_dir: Optional[str] = _field(None, "Output folder (checkpoints, logs); reused to resume.")
     strategy: str = _field("default", "tf.distribute strategy.", enum=STRATEGIES)
     jit_compile: bool = _field(False, "Compile the train step with XLA.")
@@ -208,7 +213,7 @@ def load_data(config: TrainConfig) -> Data:
     if not os.path.exists(config.data_dir):
         raise FileNotFoundError(f"--data_dir {config.data_dir!r} does not exist")
     scheme = get_scheme(config.scheme)
-    records = read_annotations(config.data_dir, scheme=scheme)
+    records = read_annotations(config.data_dir, scheme=scheme, skip_bad=config.skip_bad)
     if not records:
         raise ValueError(f"--data_dir {config.data_dir!r} holds no annotated faces")
     train, val = split_records(records, every=config.val_every)
@@ -222,8 +227,9 @@ def load_data(config: TrainConfig) -> Data:
     codec = HeatmapCodec(scheme, image_size=config.image_size)
     print(f"faces: {len(train)} train, {len(val)} validation (every {config.val_every}th) "
           f"from {config.data_dir}", flush=True)
-    return Data(codec, CropCache.build(train, codec, progress=False),
-                CropCache.build(val, codec, progress=False) if val else None)
+    return Data(codec, CropCache.build(train, codec, skip_bad=config.skip_bad, progress=False),
+                CropCache.build(val, codec, skip_bad=config.skip_bad, progress=False)
+                if val else None)
 
 
 def find_backbone(model):
@@ -241,14 +247,19 @@ def _load_keras_flag(flag: str, path: str, missing_hint: str = ""):
 
     import fld.models  # noqa: F401 - registers the model classes for deserialisation
 
-    if not path or not os.path.isfile(path):
+    if not path or not os.path.exists(path):
         raise FileNotFoundError(f"--{flag} {path!r}: no such file{missing_hint}")
+    try:
+        check_model_file(path, "keras")
+    except ValueError as e:
+        raise ValueError(f"--{flag} {e}") from None
     if not path.endswith(".keras"):
         raise ValueError(f"--{flag} {path!r}: expected a Keras .keras file")
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - re-raised with the path named
-        raise ValueError(f"--{flag} {path!r}: not a loadable Keras model ({e})") from e
+        raise ValueError(f"--{flag} {path!r}: not a loadable Keras model "
+                         f"({short_error(e)})") from None
 
 
 def load_teacher(path: str, config: TrainConfig):
@@ -462,7 +473,7 @@ def train(config: TrainConfig, student=None, command: str = "", verbose=None) ->
     chief = is_chief(strategy)
     work_dir = config.work_dir if chief else os.path.join(
         config.work_dir, f".worker_{strategy.cluster_resolver.task_id}")
-    os.makedirs(work_dir, exist_ok=True)
+    check_writable_dir(work_dir, "--work_dir")
     flags_path = os.path.join(work_dir, "flags.txt")
     _check_resumed_flags(flags_path, config)
     write_text_atomic(flags_path, config_to_flagfile(config, command))
