@@ -24,6 +24,7 @@ import sys
 
 from absl import app, flags
 
+from fld.cli import one_line_errors
 from fld.codec import DECODE_METHODS
 
 flags.DEFINE_string("data_dir", None, "Annotated faces (.pts folder, .csv or WFLW .txt).")
@@ -135,4 +136,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(one_line_errors(main, "ablation.py"))

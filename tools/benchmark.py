@@ -32,6 +32,8 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from fld.cli import one_line_errors
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_300W = os.path.join(os.path.dirname(REPO), "shared", "data", "300w", "train")
 
@@ -128,4 +130,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(one_line_errors(main, "benchmark.py"))

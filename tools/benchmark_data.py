@@ -11,6 +11,7 @@ import time
 
 from absl import app, flags
 
+from fld.cli import one_line_errors
 from fld.codec import HeatmapCodec
 from fld.data.pipeline import CropCache, make_dataset
 from fld.data.readers import read_annotations
@@ -49,4 +50,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(one_line_errors(main, "benchmark_data.py"))

@@ -16,6 +16,8 @@ import time
 
 from absl import app, flags
 
+from fld.cli import one_line_errors
+
 flags.DEFINE_string("model", "mobilevitv2_050", "Student (or stage-1 model) preset.")
 flags.DEFINE_string("teacher", None, "Teacher preset: time a distillation step.")
 flags.DEFINE_string("scheme", "300w_68", "Landmark scheme.")
@@ -174,4 +176,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(one_line_errors(main, "benchmark_train.py"))

@@ -43,6 +43,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from fld.cli import one_line_errors
 from fld.codec import DECODE_METHODS
 from fld.crop import DEFAULT_CROP_SCALE
 from fld.export import QUANTIZE_MODES
@@ -330,4 +331,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(one_line_errors(main, "convert.py"))

@@ -30,6 +30,7 @@ import time
 
 from absl import app, flags
 
+from fld.cli import one_line_errors
 from fld.runtime.landmarker import DEFAULT_MODEL_PATH
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,4 +96,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(one_line_errors(main, "demo.py"))

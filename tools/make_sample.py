@@ -14,6 +14,7 @@ import shutil
 import numpy as np
 from absl import app, flags
 
+from fld.cli import one_line_errors
 from fld.data.readers import read_annotations
 from fld.data.records import split_records
 from fld.fileio import write_text_atomic
@@ -61,4 +62,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(one_line_errors(main, "make_sample.py"))

@@ -13,6 +13,8 @@ import sys
 
 from absl import app, flags
 
+from fld.cli import one_line_errors
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 FLAGS = flags.FLAGS
@@ -49,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(one_line_errors(main, "model_summary.py"))

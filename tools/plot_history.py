@@ -12,6 +12,7 @@ import os
 
 from absl import app, flags
 
+from fld.cli import one_line_errors
 from fld.fileio import atomic_path
 
 flags.DEFINE_multi_string("work_dir", None, "Training work directories (with history.csv).")
@@ -64,4 +65,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(one_line_errors(main, "plot_history.py"))

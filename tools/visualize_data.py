@@ -9,6 +9,7 @@ the dots and the cyan edge curves through them, also on mirrored faces.
 
 from absl import app, flags
 
+from fld.cli import one_line_errors
 from fld.codec import HeatmapCodec
 from fld.data.pipeline import CropCache, make_dataset
 from fld.data.readers import read_annotations
@@ -42,4 +43,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(one_line_errors(main, "visualize_data.py"))
