@@ -20,7 +20,7 @@ def load_keras_model(path: str, preset: str | None = None, image_size: int | Non
     """Loads a ``LandmarkDetector`` from ``.keras``, or from ``.weights.h5`` plus the
     preset, image size and scheme it was built with, or from an fld int8 ``.tflite``
     plus the preset (image size and scheme come from its metadata; the float weights
-    are read back out of the int8 file, ``fld.tflite_weights``). Errors name the file."""
+    are read back out of the int8 file, ``fld.export.tflite_weights``). Errors name the file."""
     import keras
 
     import fld.models as models  # registers the custom layers for safe-mode loading
@@ -56,7 +56,7 @@ def _model_from_tflite(path: str, preset: str | None):
     """The float ``LandmarkDetector`` held (on its int8 grid) in an fld ``.tflite``."""
     import fld.models as models
     from fld.runtime.metadata import read_model_info
-    from fld.tflite_weights import load_tflite_weights
+    from fld.export.tflite_weights import load_tflite_weights
 
     if not preset:
         raise ValueError(f"{path}: a .tflite holds weights without the network's "

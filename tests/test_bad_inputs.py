@@ -107,7 +107,7 @@ def test_one_landmarker_shared_by_threads_gives_the_serial_results(real_records)
 @pytest.mark.parametrize("case", ["missing", "not_tflite", "unwritable"])
 def test_mean_split_cli_bad_inputs_fail_in_one_line(case, tmp_path, capsys):
     from fld.runtime.landmarker import DEFAULT_MODEL_PATH
-    from fld.tflite_mean_split import main
+    from fld.export.mean_split import main
 
     source, target = str(tmp_path / "missing.tflite"), str(tmp_path / "out.tflite")
     expected = (source, "cannot read")
@@ -141,7 +141,7 @@ def shipped_bytes():
 
 
 def model_with_metadata(tmp_path, payload: bytes, name="hostile.tflite"):
-    from fld.export_metadata import embed_metadata_bytes
+    from fld.export.metadata import embed_metadata_bytes
 
     path = tmp_path / name
     path.write_bytes(embed_metadata_bytes(shipped_bytes(), payload))

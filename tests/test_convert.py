@@ -1,4 +1,4 @@
-"""tools/convert.py end to end (as a subprocess) and fld.calibration.
+"""tools/convert.py end to end (as a subprocess) and fld.export.calibration.
 
 The student is a random-weight ``mobilevitv2_050`` at 64 px (scheme ``pair_51``) whose
 BatchNorm statistics are fitted to real face crops, as in tests/test_export.py, saved as
@@ -22,7 +22,7 @@ import sys
 import numpy as np
 import pytest
 
-from fld import calibration
+from fld.export import calibration
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, SCHEME = 64, "pair_51"
@@ -278,7 +278,7 @@ def test_flip_pair_runs_the_crop_and_its_mirror_in_one_invoke(student, faces_dir
     # The same file without its metadata's flag is a model of the wrong shape.
     import dataclasses
 
-    from fld.export_metadata import embed_metadata
+    from fld.export.metadata import embed_metadata
 
     with open(output, "rb") as f:
         data = f.read()
@@ -311,7 +311,7 @@ def test_bad_inputs_give_clear_errors(student, tmp_path):
     assert not os.path.exists(output)
 
 
-# --- fld.calibration ---------------------------------------------------------------------
+# --- fld.export.calibration ---------------------------------------------------------------------
 
 
 def test_split_is_deterministic_disjoint_and_spread():

@@ -81,7 +81,7 @@ def tiny_model_path(tiny_model):
 
 def test_keras_and_float_tflite_agree(tiny_model_path, real_records):
     from fld import export
-    from fld.export_metadata import embed_metadata
+    from fld.export.metadata import embed_metadata
     from fld.keras_engine import keras_landmarker, load_keras_model, model_info_for
     from fld.runtime.landmarker import Landmarker
 
@@ -205,7 +205,7 @@ def test_cli_names_two_runs_best_models_by_path(tiny_model_path, data_300w, tmp_
 def expected_layer_ratios(model, data_dir, limit):
     """What tools/probe_layers.py computes, recomputed in-process on the same faces."""
     from fld import export
-    from fld.calibration import face_crops
+    from fld.export.calibration import face_crops
     from fld.data.readers import read_annotations
 
     records = sorted(read_annotations(data_dir, scheme=get_scheme("300w_68")),

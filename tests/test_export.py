@@ -64,7 +64,7 @@ def _run_int8(tflite_bytes, image):
 def test_student_int8_is_integer_only(int8_student):
     report = export.audit(int8_student, int8=True)  # raises AuditError on any offence
     assert not report.float_ops and not report.problems
-    assert set(report.op_counts) <= export.TFLITE_2_14_BUILTINS
+    assert set(report.op_counts) <= export.deploy_rules.TFLITE_2_14_BUILTINS
     assert "SOFTMAX" in report.op_counts and "RSQRT" in report.op_counts
     print(f"\nint8 student audit: {report}")
 
@@ -161,13 +161,13 @@ def test_output_cap_clips_inside_the_fusion_mul(student, int8_student, faces):
     assert "RELU6" not in counts and "MINIMUM" not in counts              # clip fused in MUL
     assert counts["MUL"] == plain["MUL"]                                  # same products
     scale, zero = Interpreter(model_content=capped).get_output_details()[0]["quantization"]
-    assert zero == -128 and scale == pytest.approx(export.RELU6_TOP / 255, rel=1e-3)
+    assert zero == -128 and scale == pytest.approx(export.output_head.RELU6_TOP / 255, rel=1e-3)
     after = keras.ops.convert_to_numpy(student(image)["fused"])[0]
     np.testing.assert_array_equal(before, after)
     errors = []
     for image in faces[1]:
         want = np.minimum(keras.ops.convert_to_numpy(student(image)["fused"])[0], cap)
-        got = _run_int8(capped, image)[0] * cap / export.RELU6_TOP
+        got = _run_int8(capped, image)[0] * cap / export.output_head.RELU6_TOP
         errors.append(np.abs(got - want).mean() / max(want.mean(), 1e-9))
     print(f"\ncapped int8 output: cap {cap:.4g}, mean |error| / mean value "
           f"{np.mean(errors):.3f}")

@@ -1,4 +1,4 @@
-"""Tests for fld.tflite_mean_split: large int8 MEANs split so that XNNPACK gets them right.
+"""Tests for fld.export.mean_split: large int8 MEANs split so that XNNPACK gets them right.
 
 The models are one int8 MEAN built with the TFLite schema's object API (no converter):
 a GroupNorm-variance-like reduction of 4 x 64 x 128 = 32768 squares per output (zero
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from fld import export
-from fld.tflite_mean_split import MEAN_SPLIT_LIMIT, large_int8_means, split_large_means
+from fld.export.mean_split import MEAN_SPLIT_LIMIT, large_int8_means, split_large_means
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(REPO, "fld", "runtime", "assets")
@@ -146,5 +146,5 @@ def test_split_chains_and_drops_dims_like_the_original():
 def test_shipped_models_have_no_large_int8_mean(name):
     with open(os.path.join(ASSETS, name), "rb") as f:
         data = f.read()
-    assert large_int8_means(data) == [], f"{name}: re-run python -m fld.tflite_mean_split"
+    assert large_int8_means(data) == [], f"{name}: re-run python -m fld.export.mean_split"
     assert split_large_means(data) is data

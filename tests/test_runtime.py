@@ -95,7 +95,7 @@ def tiny_model_files(records):
     """
     if _CACHE:
         return _CACHE
-    from fld.export_metadata import embed_metadata
+    from fld.export.metadata import embed_metadata
     from fld.runtime.metadata import make_model_info
 
     folder = tempfile.mkdtemp(prefix="fld_runtime_test_")
@@ -127,7 +127,7 @@ def tiny(real_records):
 
 
 def test_metadata_round_trip_keeps_model_identical(tiny):
-    from fld.export_metadata import embed_metadata
+    from fld.export.metadata import embed_metadata
     from fld.runtime import TFLiteModel
     from fld.runtime.metadata import MetadataError, ModelInfo, make_model_info, read_metadata
 
@@ -194,7 +194,7 @@ def test_interpreter_choice_and_quantisation(tiny):
 
 
 def test_uint8_input_model(tiny, real_records):
-    from fld.export_metadata import embed_metadata
+    from fld.export.metadata import embed_metadata
     from fld.runtime import Landmarker
     from fld.runtime.metadata import make_model_info
 
@@ -438,7 +438,7 @@ def test_video_landmarker_smooths_and_resets_on_a_jump():
 
 
 def test_haar_box_mapping_comes_from_metadata_then_scheme(tiny, tmp_path):
-    from fld.export_metadata import embed_metadata
+    from fld.export.metadata import embed_metadata
     from fld.runtime import HAAR_BOX_MAPPINGS, BoxMapping, Landmarker
     from fld.runtime.metadata import make_model_info
 
@@ -458,7 +458,7 @@ def test_student_preset_exports_and_runs_in_the_runtime(real_records, tmp_path):
     """The real (untrained) student, int8 at 256 px with 68 points, end to end."""
     fld_models = pytest.importorskip("fld.models")
     from fld.export import convert
-    from fld.export_metadata import embed_metadata
+    from fld.export.metadata import embed_metadata
     from fld.runtime import Landmarker
     from fld.runtime.metadata import make_model_info
 

@@ -1,11 +1,11 @@
-"""Tests for fld.tflite_weights: float Keras weights recovered from the shipped int8 model."""
+"""Tests for fld.export.tflite_weights: float Keras weights recovered from the shipped int8 model."""
 
 import os
 
 import numpy as np
 import pytest
 
-from fld import tflite_weights
+from fld.export import tflite_weights
 from fld.models import LandmarkDetector
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "fld", "runtime", "assets",
@@ -22,7 +22,7 @@ def recovered():
 
 @pytest.fixture(scope="module")
 def crops(real_records):
-    from fld.calibration import face_crops
+    from fld.export.calibration import face_crops
 
     return np.concatenate(face_crops(real_records[:12], SIZE, progress=False))
 

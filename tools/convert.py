@@ -12,14 +12,14 @@
 Steps:
 1. load the Keras ``LandmarkDetector`` (``.keras``; or ``.weights.h5`` with ``--model``,
    ``--image_size`` and ``--scheme``; or an fld ``.tflite`` with ``--model``, its int8
-   weights read back, ``fld.tflite_weights``); ``--points`` keeps a subset scheme's
+   weights read back, ``fld.export.tflite_weights``); ``--points`` keeps a subset scheme's
    channels; ``--flip_pair`` makes the file take the crop and its mirror in one invoke;
 2. pick faces of ``--calibration_dir`` (any folder / file ``read_annotations`` reads),
    deterministically spread over it: ``--num_calibration`` to calibrate int8 (less the
    outliers that would stretch int8 ranges, ``--outlier_factor``) and ``--num_check``
    other faces held out to check the result;
 3. crop them with the crop rule (``fld.crop``) and normalise them as training does
-   (``fld.calibration``), convert (``--quantize``: int8 = full integer, output clipped
+   (``fld.export.calibration``), convert (``--quantize``: int8 = full integer, output clipped
    at ``--output_cap_percentile`` of the calibration faces' heatmap peaks,
    TFLITE_BUILTINS_INT8 only, ``--input_type`` int8 / uint8 input and output), audit
    the ops (``fld.export.audit``: no float32 in int8 mode, no > 5-D TRANSPOSE, only
@@ -143,7 +143,7 @@ def compare(path: str, model, held_out) -> dict:
     """
     from tqdm import tqdm
 
-    from fld.calibration import read_rgb
+    from fld.export.calibration import read_rgb
     from fld.codec import DECODE_METHODS
     from fld.keras_engine import KerasEngine
     from fld.metrics import nme
@@ -192,7 +192,7 @@ def choose_decode(path: str, checked: dict) -> str:
     """Stores the decode method with the lowest NME of the converted model in ``path``."""
     import dataclasses
 
-    from fld.export_metadata import embed_metadata
+    from fld.export.metadata import embed_metadata
     from fld.runtime.metadata import read_model_info
 
     best = min(checked["nme_converted"], key=checked["nme_converted"].get)
@@ -205,7 +205,8 @@ def choose_decode(path: str, checked: dict) -> str:
 
 
 def run() -> str:
-    from fld import calibration, export
+    from fld import export
+    from fld.export import calibration
 
     quantize = FLAGS.quantize
     from fld.fileio import check_writable_dir
@@ -322,7 +323,7 @@ class _Progress:
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"convert.py: error: unexpected arguments {argv[1:]}")
-    from fld.calibration import CalibrationError
+    from fld.export.calibration import CalibrationError
 
     try:
         print(run())

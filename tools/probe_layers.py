@@ -38,7 +38,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from fld import export
-    from fld.calibration import face_crops
+    from fld.export.calibration import face_crops
     from fld.data.readers import read_annotations
     from fld.keras_engine import load_keras_model
     from fld.schemes import get_scheme

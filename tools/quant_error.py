@@ -102,7 +102,8 @@ def main(argv):
         raise app.UsageError(f"--checkpoint: not a .keras file: {FLAGS.checkpoint}")
     import tensorflow as tf
 
-    from fld import calibration, export
+    from fld import export
+    from fld.export import calibration
     from fld.data.records import split_records
     from fld.keras_engine import load_keras_model
 

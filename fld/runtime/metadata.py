@@ -3,7 +3,7 @@
 A converted landmark model carries everything the runtime needs to use it correctly
 (input size, heatmap stride, landmark scheme, crop rule, normalisation, decoding, the
 detector-box mapping) as UTF-8 JSON in a TFLite flatbuffer ``metadata`` entry named
-``fld``. ``fld.export_metadata.embed_metadata`` writes it (TensorFlow side);
+``fld``. ``fld.export.metadata.embed_metadata`` writes it (TensorFlow side);
 ``read_metadata`` below reads it with a small hand-written flatbuffer reader, so the
 runtime needs neither TensorFlow nor the ``flatbuffers`` package.
 
@@ -359,7 +359,7 @@ def read_metadata(tflite_bytes: bytes, source: str = "model") -> dict:
         raise MetadataError(
             f"{source}: no '{METADATA_NAME}' metadata in this TFLite model (entries: {found}); "
             f"convert it with fld's exporter or add it with "
-            f"fld.export_metadata.embed_metadata")
+            f"fld.export.metadata.embed_metadata")
     return parse_metadata_json(entries[METADATA_NAME], source)
 
 

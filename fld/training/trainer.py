@@ -292,7 +292,7 @@ def init_student_weights(student, path: str, train_cache=None) -> dict:
 
     ``path`` is a .keras model, or an fld int8 ``.tflite`` (e.g. the shipped default
     model): its weights are dequantised and its folded BatchNorms unfolded
-    (``fld.tflite_weights``), then those BatchNorms get the statistics of 64 faces of
+    (``fld.export.tflite_weights``), then those BatchNorms get the statistics of 64 faces of
     ``train_cache`` (a ``CropCache``) so that training mode starts from the exported
     function.
     Layers are matched by name; a layer is copied only when all its weight shapes agree
@@ -340,9 +340,9 @@ def _init_from_tflite(student, path: str, cache) -> dict:
     import cv2
     import numpy as np
 
-    from fld.calibration import spread_indices
+    from fld.export.calibration import spread_indices
     from fld.crop import normalize_image
-    from fld.tflite_weights import load_tflite_weights, recalibrate_batchnorm
+    from fld.export.tflite_weights import load_tflite_weights, recalibrate_batchnorm
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--init_from {path!r}: no such file")

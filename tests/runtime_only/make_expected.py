@@ -35,7 +35,7 @@ def build_student(path: str, data_dir: str) -> None:
     import keras
 
     import fld.models as models
-    from fld import calibration
+    from fld.export import calibration
 
     keras.utils.set_random_seed(0)
     model = models.LandmarkDetector(preset="mobilevitv2_050", image_size=IMAGE_SIZE,
@@ -49,7 +49,7 @@ def build_student(path: str, data_dir: str) -> None:
 
 
 def main(out_dir: str, data_dir: str) -> None:
-    from fld import calibration
+    from fld.export import calibration
     from fld.runtime import Landmarker
 
     os.makedirs(out_dir, exist_ok=True)

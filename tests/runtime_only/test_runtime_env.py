@@ -79,7 +79,7 @@ def _peak_margins(raw: np.ndarray) -> np.ndarray:
 
 
 def test_landmarks_match_ai_edge_litert(landmarker, expected):
-    from fld.calibration import read_rgb
+    from fld.export.calibration import read_rgb
 
     model, stride = landmarker.model, landmarker.info.stride
     steps, diffs, clear = [], [], []

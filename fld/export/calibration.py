@@ -112,3 +112,64 @@ def face_crops(records: Iterable[Record], image_size: int,
         raise CalibrationError(f"none of the {len(records)} calibration images is readable "
                                f"(first: {records[0].image_path})")
     return (crops, used) if with_records else crops
+
+
+# --- calibration diagnostics: faces that would stretch a tensor's int8 range ---------
+
+
+def layer_peaks(model, images: Sequence[np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """Every layer's largest absolute output on every image, in inference mode.
+
+    Returns ``(names, peaks)``: one name per probed tensor (``layer`` or ``layer:i`` for a
+    layer with several outputs; layers of a nested backbone are probed too, in graph order)
+    and ``peaks`` (images, tensors). Used to find faces that drive a layer far out of its
+    usual range (``outlier_crops``, ``tools/probe_layers.py``).
+    """
+    import keras
+
+    probes, names = [], []
+
+    def tensors(layers):
+        out = []
+        for layer in layers:
+            flat = keras.tree.flatten(layer.output)
+            names.extend(layer.name if len(flat) == 1 else f"{layer.name}:{i}"
+                         for i in range(len(flat)))
+            out += flat
+        return out
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and layer.layers:   # nested backbone: its layers
+            probes.append(keras.Model(layer.input, tensors(layer.layers[1:])))
+    probes.append(keras.Model(model.input, tensors(
+        [x for x in model.layers[1:] if not isinstance(x, keras.Model)])))
+    peaks = []
+    for image in images:
+        row = []
+        for probe in probes:
+            outputs = probe(np.asarray(image, np.float32), training=False)
+            row += [float(np.abs(np.asarray(o)).max()) for o in keras.tree.flatten(outputs)]
+        peaks.append(row)
+    return names, np.asarray(peaks, np.float64).reshape(len(peaks), len(names))
+
+
+def outlier_crops(model, images: Sequence[np.ndarray], factor: float = 10.0) -> list[int]:
+    """Indices of calibration images on which some layer's output peaks above ``factor``
+    times that layer's median peak over all the images.
+
+    int8 calibration takes each tensor's range from its min and max over the images, so
+    one image that drives a layer far out of its usual range (measured: one 300-W face
+    sent the student's layer-4 attention to 494 against a typical 0.7) stretches that
+    tensor's scale until the usual values get a few levels: the converted student then
+    scored 12.8% instead of 7.4%. Leave such images out of calibration.
+
+    Args:
+        model: the Keras model to convert (layers of a nested backbone are probed too).
+        images: (1, S, S, 3) float32 crops.
+        factor: how far above the median peak counts as an outlier.
+    """
+    if not images:
+        return []
+    _, peaks = layer_peaks(model, images)                       # (images, tensors)
+    typical = np.maximum(np.median(peaks, axis=0), 1e-6)
+    return [int(i) for i in np.flatnonzero((peaks > factor * typical).any(axis=1))]

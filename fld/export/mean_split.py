@@ -19,7 +19,7 @@ within their range, so it cannot clip, and only adds one rounding step (measured
 3.94% on the builtin kernels, and XNNPACK then agrees, 3.89%). No new op type or op
 version: the new MEANs share the original's operator code and options. Everything else
 in the file (weights, signatures, every metadata entry) is carried over; buffers are
-re-packed the way ``fld.export_metadata.embed_metadata`` packs them.
+re-packed the way ``fld.export.metadata.embed_metadata`` packs them.
 
 ``fld.export.convert`` applies it to every int8 model, before ``audit`` and before the
 metadata is embedded.
@@ -32,6 +32,8 @@ import sys
 from typing import NamedTuple
 
 import numpy as np
+
+from fld.export.flatbuffer import enum_names, pack_model, unpack_model
 
 # Largest reduction (values per output) an int8 MEAN may keep. XNNPACK's AVX2 qs8
 # reduce-sum first fails at 8256 values of -128 (int16 lane accumulators wrapping, see
@@ -54,29 +56,15 @@ class LargeMean(NamedTuple):
     name: str           # its output tensor
 
 
-def _schema():
-    from fld.export_metadata import _schema as schema
-
-    return schema()
-
-
 def _unpack(tflite_bytes: bytes):
-    from fld.runtime.metadata import check_tflite
-
-    check_tflite(tflite_bytes, "split_large_means input")
-    schema = _schema()
-    return schema, schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(tflite_bytes), 0))
-
-
-def _names(schema, enum) -> dict:
-    return {v: k for k, v in vars(enum).items() if not k.startswith("_")}
+    return unpack_model(tflite_bytes, "split_large_means input")
 
 
 def _means(schema, model):
     """Yields (subgraph index, graph, op index, op, input shape, axes) of every int8 MEAN
     with a static input shape and constant axes."""
-    op_names = _names(schema, schema.BuiltinOperator)
-    type_names = _names(schema, schema.TensorType)
+    op_names = enum_names(schema.BuiltinOperator)
+    type_names = enum_names(schema.TensorType)
     for g, graph in enumerate(model.subgraphs or []):
         for i, op in enumerate(graph.operators or []):
             code = model.operatorCodes[op.opcodeIndex]
@@ -139,10 +127,6 @@ def split_large_means(tflite_bytes: bytes, limit: int = MEAN_SPLIT_LIMIT) -> byt
     still lists it). Raises ValueError for a model whose weights are stored after the
     flatbuffer (> 2 GB), like ``embed_metadata``.
     """
-    import flatbuffers
-
-    from fld.export_metadata import _AlignedBuffer
-
     schema, model = _unpack(tflite_bytes)
     work = []
     for g, _, i, op, shape, axes in _means(schema, model):
@@ -209,18 +193,15 @@ def split_large_means(tflite_bytes: bytes, limit: int = MEAN_SPLIT_LIMIT) -> byt
         graph.operators = [new for i, op in enumerate(graph.operators or [])
                            for new in replaced.get((g, i), [op])]
 
-    model.buffers = [_AlignedBuffer(b) for b in model.buffers]
-    builder = flatbuffers.Builder(len(tflite_bytes) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack_model(model, len(tflite_bytes))
 
 
 def main(argv: list[str]) -> int:
-    """``python -m fld.tflite_mean_split IN.tflite OUT.tflite``: OUT written atomically."""
+    """``python -m fld.export.mean_split IN.tflite OUT.tflite``: OUT written atomically."""
     from fld.fileio import atomic_path
 
     if len(argv) != 2:
-        print("usage: python -m fld.tflite_mean_split IN.tflite OUT.tflite", file=sys.stderr)
+        print("usage: python -m fld.export.mean_split IN.tflite OUT.tflite", file=sys.stderr)
         return 2
     source, target = argv
     try:

@@ -1,0 +1,121 @@
+"""The whole export of a ``LandmarkDetector``: convert, audit, embed the runtime's ``fld``
+metadata (once), write the ``.tflite`` atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+
+from fld.export.deploy_rules import AuditReport, audit
+from fld.export.converter import convert
+from fld.export.metadata import embed_metadata
+from fld.export.output_head import DEFAULT_FINE_RATIO, fine_output_name, map_peak_percentile
+from fld.fileio import atomic_path
+
+@dataclasses.dataclass
+class ExportResult:
+    """What ``export_landmarker`` wrote.
+
+    Attributes:
+        path: the ``.tflite`` file.
+        tflite_bytes: its content (with metadata).
+        report: the audit's ``AuditReport``.
+        info: the ``fld.runtime.metadata.ModelInfo`` embedded.
+        output_cap: the value the output was clipped at (None: not clipped).
+    """
+
+    path: str
+    tflite_bytes: bytes
+    report: AuditReport
+    info: object
+    output_cap: Optional[float] = None
+
+
+def landmarker_info(model, quantize: str, crop_scale: Optional[float] = None,
+                    decode_method: str = "local_soft_argmax", decode_radius: int = 2):
+    """The runtime metadata (``ModelInfo``) of a ``LandmarkDetector`` exported as ``quantize``.
+
+    Input size and stride come from the model's input and ``fused`` output shapes; the
+    Haar box mapping is the one measured for the model's scheme
+    (``fld.runtime.detector.HAAR_BOX_MAPPINGS``), if any.
+    """
+    from fld.crop import DEFAULT_CROP_SCALE
+    from fld.runtime.detector import HAAR_BOX_MAPPINGS
+    from fld.runtime.metadata import make_model_info
+
+    image_size = int(model.inputs[0].shape[1])
+    output = model.output["fused"] if isinstance(model.output, dict) else model.output
+    heatmap_size = int(output.shape[1])
+    if not heatmap_size or image_size % heatmap_size:
+        raise ValueError(f"export: input size {image_size} is not a multiple of the heatmap "
+                         f"size {heatmap_size}")
+    mapping = HAAR_BOX_MAPPINGS.get(model.scheme.name)
+    return make_model_info(
+        model.scheme, image_size=image_size, stride=image_size // heatmap_size,
+        quantization=quantize,
+        crop_scale=DEFAULT_CROP_SCALE if crop_scale is None else float(crop_scale),
+        decode_method=decode_method, decode_radius=decode_radius,
+        box_mapping=None if mapping is None else mapping.as_tuple())
+
+
+def export_landmarker(
+    model,
+    path: str,
+    quantize: str = "int8",
+    calibration_images: Iterable[np.ndarray] | None = None,
+    input_type: str = "int8",
+    crop_scale: Optional[float] = None,
+    decode_method: str = "local_soft_argmax",
+    decode_radius: int = 2,
+    verify: Optional[Callable[[str], None]] = None,
+    output_cap_percentile: Optional[float] = 90.0,
+    fine_ratio: Optional[float] = DEFAULT_FINE_RATIO,
+    flip_pair: bool = False,
+) -> ExportResult:
+    """Converts a ``LandmarkDetector`` (``fused`` output), audits it, embeds the ``fld``
+    metadata and writes ``path`` atomically.
+
+    Args:
+        model: a ``fld.models.LandmarkDetector`` (has ``scheme`` and a dict output).
+        path: the ``.tflite`` to write.
+        quantize: one of ``QUANTIZE_MODES``.
+        calibration_images: int8 only: (1, S, S, 3) float32 crops in [-1, 1] made with
+            the crop rule (``fld.export.calibration.face_crops``).
+        input_type: int8 models' input / output type, ``"int8"`` or ``"uint8"``.
+        crop_scale, decode_method, decode_radius: stored in the metadata for the runtime.
+        verify: optional check run on the finished file (at a temporary path) before it
+            replaces ``path``; an exception from it leaves ``path`` untouched.
+        output_cap_percentile: int8 only: clip the output at this percentile of the
+            ``fused`` map peaks on the calibration images (module docstring); None = no
+            clip.
+        fine_ratio: with the clip: add the two-range output's fine maps with this
+            ratio (``capped_fused_model``); None = one output.
+        flip_pair: a batch-2 model for the crop and its mirror image (``convert``);
+            the metadata says so (``ModelInfo.flip_pair``) and ``Landmarker`` feeds it.
+    Returns:
+        ``ExportResult``. Raises ``AuditError`` (nothing written) when the model breaks
+        a deployment rule: int8 models are audited with the no-float32 rule.
+    """
+    info = landmarker_info(model, quantize, crop_scale, decode_method, decode_radius)
+    cap = None
+    if quantize == "int8" and output_cap_percentile is not None and calibration_images is not None:
+        cap = map_peak_percentile(model, calibration_images, output_cap_percentile)
+    fine_ratio = fine_ratio if cap is not None else None
+    tflite = convert(model, quantize, representative_images=calibration_images,
+                     input_type=input_type, outputs="fused", output_cap=cap,
+                     fine_ratio=fine_ratio, flip_pair=flip_pair)
+    report = audit(tflite, int8=(quantize == "int8"))
+    if fine_ratio is not None:
+        info = dataclasses.replace(info, fine_output=(fine_output_name(tflite),
+                                                      float(fine_ratio)))
+    info = dataclasses.replace(info, flip_pair=bool(flip_pair))
+    tflite = embed_metadata(tflite, info)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(tflite)
+        if verify is not None:
+            verify(tmp)
+    return ExportResult(str(path), tflite, report, info, cap)
