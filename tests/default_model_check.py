@@ -16,7 +16,7 @@ SAMPLE_DIR = os.path.join(REPO, "data", "sample_300w")
 PHOTO = os.path.join(SAMPLE_DIR, "helen_126968967_1.jpg")
 DEFAULT_68 = os.path.join(REPO, "fld", "runtime", "assets", "default_68.tflite")
 
-# Measured (MODEL_CARD.md): the shipped int8 flip pair (run 10) scores a mean NME io of
+# Measured (MODEL_CARD.md): the shipped int8 flip pair scores a mean NME io of
 # 3.88% on these 60 faces (GT boxes, ai-edge-litert 2.3; 3.88% on all 202 validation
 # faces), 2.8% on the photo. A random-weight or mis-cropped model scores 20-60%.
 MAX_MEAN_NME_IO = 0.07

@@ -171,7 +171,7 @@ def test_the_shipped_tflite_is_re_exported(faces_dir, tmp_path):
     # (AVX2 only), as the Intel Xeon's (AVX-512 VNNI + AMX) XNNPACK figure, 0.8%.
     assert means["reference"] < 0.012, gaps["reference"]
     # XNNPACK's int8 kernels depend on the CPU: 0.8% on the Xeon; on the AVX2-only EPYC
-    # 0.62% with the shipped file's large MEANs split (fld/tflite_mean_split.py), 1.61%
+    # 0.62% with the shipped file's large MEANs split (fld/export/mean_split.py), 1.61%
     # (per face 0.5-3.4%) before, when XNNPACK's int8 MEAN overflowed there.
     assert means["xnnpack"] < 0.03, gaps["xnnpack"]
     for args, message in (([], "also give the preset"),
@@ -187,8 +187,8 @@ def check_two_range_output(output, stdout, model, faces_dir):
     named in the metadata, >= the main one, merged by the runtime (fine / ratio where it
     is not clipped), and no farther from the clipped float maps on their tails than the
     main output alone. (On this untrained student the int8 factors' own rounding
-    dominates the tails; on the trained default the merge takes run 7's int8 NME from
-    4.43% to 4.32%, MODEL_CARD.md.)"""
+    dominates the tails; on a trained student the merge took the int8 NME from
+    4.43% to 4.32%, docs/experiments/.)"""
     import keras
 
     from fld.runtime import Landmarker, TFLiteModel

@@ -101,9 +101,9 @@ def test_reference_kernels_score_like_xnnpack_on_real_faces(landmarker):
     # that silently runs XNNPACK again) moves faces by points, not tenths. XNNPACK's int8
     # kernels depend on the CPU; measured on these 60 faces:
     # - Intel Xeon, AVX-512 VNNI + AMX: the shipped file 3.88% vs 3.93% on the 202 validation
-    #   faces (MODEL_CARD.md); an earlier default here 4.76% vs 4.74%, median per-face 0.09;
+    #   faces (MODEL_CARD.md);
     # - AMD EPYC, AVX2 only, the shipped file with its large MEANs split
-    #   (fld/tflite_mean_split.py): 3.89% vs 3.94%, median per-face 0.10 points, max 0.40.
+    #   (fld/export/mean_split.py): 3.89% vs 3.94%, median per-face 0.10 points, max 0.40.
     #   Before the split: 4.32% vs 3.93%, median 0.23, one face 8.5 points.
     assert abs(nme_ref.mean() - nme_xnn.mean()) < 0.01
     assert np.median(np.abs(nme_ref - nme_xnn)) < 0.006

@@ -36,7 +36,7 @@ def main(_):
                       seed=FLAGS.seed)
     images, targets = next(iter(ds))
     targets = {k: v.numpy() for k, v in targets.items()}
-    path = batch_grid_png(images.numpy(), targets, FLAGS.output, codec.stride,
+    path = batch_grid_png(images.numpy(), targets, FLAGS.output, codec,
                           title=f"{scheme.name}, {FLAGS.image_size}px, "
                                 f"{'augmented' if FLAGS.augment else 'validation'}")
     print(f"wrote {path}")

@@ -7,11 +7,11 @@ import numpy as np
 from fld.fileio import atomic_path
 
 
-def batch_grid_png(images, targets, path: str, stride: int, columns: int = 4,
+def batch_grid_png(images, targets, path: str, codec, columns: int = 4,
                    title: str = "") -> str:
     """Writes a grid of augmented faces to ``path`` (PNG, atomically).
 
-    Each tile shows the crop (top) with its landmarks (red dots, from the ``landmarks``
+    ``codec``: the ``HeatmapCodec`` that made the targets. Each tile shows the crop (top) with its landmarks (red dots, from the ``landmarks``
     target mapped back to pixels) and the heatmaps (max over points, yellow) and edge
     maps (max over edges, cyan) blended over it.
     """
@@ -23,7 +23,8 @@ def batch_grid_png(images, targets, path: str, stride: int, columns: int = 4,
     images = (np.asarray(images) + 1.0) / 2.0  # [-1, 1] -> [0, 1]
     heat = np.asarray(targets["heatmaps"]).max(axis=-1)
     edges = np.asarray(targets["edges"]).max(axis=-1)
-    points = (np.asarray(targets["landmarks"]) + 0.5) * stride - 0.5
+    points = codec.to_image(np.asarray(targets["landmarks"]))
+    stride = codec.stride
     n = len(images)
     rows = (n + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)

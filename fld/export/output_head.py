@@ -35,8 +35,9 @@ def capped_fused_model(model, cap: float, fine_ratio: Optional[float] = None):
     ``r * g`` (its own depthwise gain and MUL): it clips wherever the map exceeds
     ``cap / r``, and below that its int8 step is r times finer. The runtime merges the
     two (``TFLiteModel.run``). Why: with one output, the 256 levels over [0, cap] round
-    the maps' low tails, which the soft-argmax decode sums; simulated on run 7's float
-    maps (validation NME io): float 4.30%, one int8 output 4.41%, two with r = 16 4.29%.
+    the maps' low tails, which the soft-argmax decode sums; simulated on a trained
+    student's float maps (validation NME io): float 4.30%, one int8 output 4.41%, two
+    with r = 16 4.29% (docs/experiments/).
     With ``fine_ratio`` the model returns a dict ``{"fused", "fused_fine"}``.
 
     The same product as the AAM's ``(E2H(edges) * points) * heatmaps``, clipped at

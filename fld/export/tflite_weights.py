@@ -28,6 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
+from fld.runtime.interpreter import dequantize
+
 _CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 _NAME_PART = re.compile(r"([^/;]+)_1/")
 
@@ -39,13 +41,10 @@ def _layer_names(tensor_name: str) -> set:
 
 def _dequantize(details: dict, values: np.ndarray) -> np.ndarray:
     quant = details["quantization_parameters"]
-    scales, zeros = quant["scales"], quant["zero_points"]
-    if not len(scales):
+    if not len(quant["scales"]):
         return values.astype(np.float32)
-    shape = [1] * values.ndim
-    if len(scales) > 1:
-        shape[quant["quantized_dimension"]] = len(scales)
-    return ((values.astype(np.float32) - zeros.reshape(shape)) * scales.reshape(shape)).astype(np.float32)
+    return dequantize(values, quant["scales"], quant["zero_points"],
+                      quant["quantized_dimension"])
 
 
 def read_tflite_tensors(path: str) -> dict:

@@ -6,7 +6,7 @@ generator with the AAM heads, and ``LandmarkDetector`` built from a preset name.
     fld.models.list_presets()
 """
 
-from fld.models.detector import (
+from fld.models.landmark_detector import (
     PRESETS, LandmarkDetector, build_backbone, list_presets, select_points,
 )
 from fld.models.heads import DECODERS, heatmap_generator

@@ -87,9 +87,21 @@ def _quantization(detail: dict) -> tuple[float, int]:
     return float(scale), int(zero_point)
 
 
+def dequantize(raw: np.ndarray, scale, zero_point, axis: int = 0) -> np.ndarray:
+    """Quantised values -> float32 ``(raw - zero_point) * scale``: the one dequantisation
+    (per tensor, or per channel along ``axis`` when ``scale`` holds several values)."""
+    raw = np.asarray(raw)
+    scale = np.asarray(scale, np.float32)
+    zero_point = np.asarray(zero_point, np.float32)
+    if scale.size > 1:
+        shape = [1] * raw.ndim
+        shape[axis] = scale.size
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    return (raw.astype(np.float32) - zero_point) * scale
+
+
 def _dequantize(raw: np.ndarray, quantization: tuple[float, int]) -> np.ndarray:
-    scale, zero_point = quantization
-    return (raw.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+    return dequantize(raw, *quantization)
 
 
 class TFLiteModel:

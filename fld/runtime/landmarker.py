@@ -4,7 +4,8 @@ Per face: crop with the project's crop rule (``fld.crop``, the model metadata's
 ``crop_scale`` and ``image_size``) -> normalise (``x / 127.5 - 1``) -> quantise ->
 invoke -> dequantise -> decode the heatmaps in float on the host
 (``fld.codec.decode_numpy``, the metadata's method) -> heatmap cells to crop pixels
-(``(u + 0.5) * stride - 0.5``) -> image pixels through the inverse crop matrix.
+(``ModelInfo.codec``: the heatmap cell rule) -> image pixels through the inverse crop
+matrix.
 
     landmarker = Landmarker("student_int8.tflite")
     points = landmarker.predict(image_rgb, box)        # (K, 2), 0-based image pixels
@@ -22,7 +23,6 @@ from typing import Optional
 
 import numpy as np
 
-from fld.codec import decode_numpy
 from fld.crop import crop_image, crop_matrix, invert_affine, normalize_image, transform_points
 from fld.images import as_rgb_uint8
 from fld.runtime.detector import HAAR_BOX_MAPPINGS, BoxMapping, FaceDetector
@@ -152,16 +152,12 @@ class Landmarker:
 
     def _mirror_average(self, points: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
         """Crop points + the mirrored crop's points -> their average, in the crop."""
-        mirrored = mirrored.copy()
-        mirrored[:, 0] = self.info.image_size - 1 - mirrored[:, 0]   # back to the crop's x
-        # Point i of the face is point flip_perm[i] of its mirror image (pairs swap).
-        return 0.5 * (points + mirrored[np.asarray(self.scheme.flip_perm)])
+        return 0.5 * (points + self.scheme.flip(mirrored, self.info.image_size))
 
     def _crop_points(self, heatmaps: np.ndarray, method: Optional[str] = None) -> np.ndarray:
         """(..., H, W, K) heatmaps -> (..., K, 2) crop pixels (0-based pixel centres)."""
-        cells = decode_numpy(heatmaps, method or self.info.decode_method,
-                             self.info.decode_radius)
-        return (cells + 0.5) * self.info.stride - 0.5
+        return self.info.codec.decode_to_image(heatmaps, method or self.info.decode_method,
+                                               self.info.decode_radius)
 
     def predict(self, image_rgb: np.ndarray, box) -> np.ndarray:
         """(K, 2) float32 landmarks, 0-based image pixels, for the face in ``box``.

@@ -24,13 +24,14 @@ No TensorFlow: ``struct`` and ``json`` (plus ``fld.schemes`` / ``fld.codec``, nu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import numbers
 import struct
 from typing import Optional, Sequence
 
-from fld.codec import DECODE_METHODS
+from fld.codec import DECODE_METHODS, HeatmapCodec
 from fld.crop import DEFAULT_CROP_SCALE
 from fld.schemes import Edge, Scheme, index_list, index_value
 
@@ -189,6 +190,12 @@ class ModelInfo:
     @property
     def num_points(self) -> int:
         return self.scheme.num_points
+
+    @functools.cached_property
+    def codec(self) -> HeatmapCodec:
+        """The heatmap codec of this model (scheme, input size, stride): its cell <->
+        crop-pixel rule and decoders are the ones training used."""
+        return HeatmapCodec(self.scheme, image_size=self.image_size, stride=self.stride)
 
     def to_dict(self) -> dict:
         out = dict(self.extra)
