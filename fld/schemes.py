@@ -113,7 +113,38 @@ class Scheme:
         return out
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The scheme as plain JSON types (edges as ``{name, points, closed}``): the one
+        serialisation, used by model configs and the ``.tflite`` metadata."""
+        return {
+            "name": self.name,
+            "num_points": self.num_points,
+            "flip_perm": list(self.flip_perm),
+            "io_indices": list(self.io_indices),
+            "pupils": [list(p) for p in self.pupils],
+            "edges": [{"name": e.name, "points": list(e.points), "closed": e.closed}
+                      for e in self.edges],
+        }
+
+    @classmethod
+    def from_dict(cls, spec: dict, where: str = "scheme") -> "Scheme":
+        """Rebuilds a scheme from ``to_dict``'s output; indices must be integers and
+        errors name the field (``where.field``)."""
+        edges = spec.get("edges", [])
+        if not isinstance(edges, (list, tuple)):
+            raise ValueError(f"{where}.edges must be a list, got {edges!r}")
+        for j, e in enumerate(edges):
+            if not isinstance(e.get("closed", False), bool):
+                raise ValueError(f"{where}.edges[{j}].closed must be true or false")
+        return cls(
+            name=str(spec["name"]),
+            num_points=index_value(spec["num_points"], f"{where}.num_points"),
+            flip_perm=index_list(spec["flip_perm"], f"{where}.flip_perm"),
+            io_indices=index_list(spec["io_indices"], f"{where}.io_indices"),
+            pupils=tuple(index_list(p, f"{where}.pupils[{n}]")
+                         for n, p in enumerate(spec["pupils"])),
+            edges=tuple(Edge(str(e["name"]), index_list(e["points"], f"{where}.edges[{j}].points"),
+                             e.get("closed", False)) for j, e in enumerate(edges)),
+        )
 
 
 def index_value(value, where: str) -> int:

@@ -13,7 +13,7 @@ import pytest
 from fld.crop import box_from_landmarks
 from fld.data.readers import read_pts
 
-from tests.test_predict_cli import run_tool
+from tests.helpers import run_tool
 
 
 def predict(*args):
@@ -449,7 +449,7 @@ def test_model_files_of_the_wrong_kind_say_what_they_are(real_records, tmp_path)
     from fld.keras_engine import load_keras_model
     from fld.runtime import Landmarker, ModelError
 
-    from tests.test_training import tiny_detector
+    from tests.helpers import tiny_detector
 
     keras_path = tmp_path / "student.keras"
     tiny_detector(image_size=32).save(str(keras_path))
@@ -529,7 +529,7 @@ def test_history_after_a_mid_epoch_resume_counts_every_step(data_300w, tmp_path,
     from fld.training import callbacks as cb
     from fld.training import trainer
 
-    from tests.test_training import read_history, tiny_config, tiny_detector
+    from tests.helpers import read_history, tiny_config, tiny_detector
 
     config = tiny_config(data_300w, tmp_path / "full", max_train_faces=16, ema_momentum=0.0,
                          num_sample_images=0, val_every=0, occlusion_prob=0.0)

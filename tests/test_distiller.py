@@ -11,46 +11,7 @@ import pytest
 
 from fld.codec import decode_ops
 from fld.training import Distiller, inter_ocular_nme
-
-K, E, S = 5, 2, 16
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_model(seed=0, channels=8, name="tiny", batchnorm=True):
-    """A stand-in for the real models: the output dict of METHOD.md section 4 at stride 1.
-
-    ``batchnorm=False`` for exact replica comparisons (BN statistics are per replica).
-    """
-    keras.utils.set_random_seed(seed)
-    images = keras.Input((S, S, 3))
-    x = keras.layers.Conv2D(channels, 3, padding="same", name="stem")(images)
-    if batchnorm:
-        x = keras.layers.BatchNormalization(name="bn")(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name="body")(x)
-    heat = keras.layers.Conv2D(K, 1, name="heat")(x)
-    heat = keras.layers.GroupNormalization(K, center=False, scale=False)(heat)  # instance norm
-    heat = keras.layers.ReLU(name="heatmaps")(heat)
-    points = keras.layers.Conv2D(K, 1, activation="sigmoid", name="points")(x)
-    edges = keras.layers.Conv2D(E, 1, activation="sigmoid", name="edges")(x)
-    fused = keras.layers.Multiply(name="fused")([heat, points])
-    outputs = {"heatmaps": heat, "points": points, "edges": edges, "fused": fused}
-    return keras.Model(images, outputs, name=name)
-
-
-def synthetic_batch(n=4, seed=0):
-    """Fixed images and targets: Gaussian heatmaps at random landmarks, blob edge maps."""
-    rng = np.random.default_rng(seed)
-    lm = rng.uniform(3, S - 4, (n, K, 2)).astype(np.float32)
-    g = np.arange(S, dtype=np.float32)
-    dx = g[None, None, :, None] - lm[:, None, None, :, 0]
-    dy = g[None, :, None, None] - lm[:, None, None, :, 1]
-    heatmaps = np.exp(-(dx**2 + dy**2) / 2.0).astype(np.float32)
-    edges = np.stack([heatmaps[..., :3].max(-1), heatmaps[..., 3:].max(-1)], -1)
-    images = rng.uniform(-1, 1, (n, S, S, 3)).astype(np.float32)
-    images[..., 0] = 2 * heatmaps.max(-1) - 1  # make the targets learnable from the input
-    return images, {"heatmaps": heatmaps, "edges": edges, "landmarks": lm}
-
+from tests.helpers import REPO, synthetic_batch, tiny_model
 
 def _weights(model):
     return [np.array(w) for w in model.weights]
@@ -152,7 +113,6 @@ MIRRORED_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from fld.training import Distiller
-    from tests.test_distiller import tiny_model, synthetic_batch
 
     images, targets = synthetic_batch(4)
     def run(strategy):
@@ -178,9 +138,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
 
 def test_mirrored_strategy_two_cpus_matches_single_device():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
     proc = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT], cwd=ROOT, env=env,
+        [sys.executable, "-c", MIRRORED_SCRIPT], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0 and "MIRRORED_OK" in proc.stdout, proc.stdout + proc.stderr[-4000:]
@@ -192,7 +152,7 @@ def test_resumed_distillation_reloads_the_teacher_and_matches_one_run(data_300w,
     import dataclasses
 
     from fld.training import trainer
-    from tests.test_training import read_history, tiny_config, tiny_detector
+    from tests.helpers import read_history, tiny_config, tiny_detector
 
     teacher_path = str(tmp_path / "teacher.keras")
     saved_teacher = tiny_detector(seed=7, name="teacher")

@@ -6,15 +6,13 @@ is the plumbing: inputs, boxes, outputs, errors.
 
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from fld.crop import box_from_landmarks
 from fld.data.readers import read_pts
-from tests.test_runtime import REPO, TINY_K, tiny_model_files
+from tests.helpers import REPO, TINY_K, run_tool, tiny_model_files, write_boxes_csv
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +33,7 @@ def image_dir(real_records, tmp_path_factory):
     return folder, boxes
 
 
-def run_tool(tool, *args, timeout=180):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, os.path.join(REPO, "tools", tool), *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
-
-def write_boxes_csv(path, rows):
-    """CSV with a header and one ``image,x0,y0,x1,y1`` row per (name, box); exact floats."""
-    lines = ["image,x0,y0,x1,y1"]
-    lines += [name + "," + ",".join(repr(float(v)) for v in box) for name, box in rows]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def test_predict_with_boxes_saves_pts_that_round_trip(tiny, image_dir, tmp_path):

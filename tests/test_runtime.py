@@ -10,112 +10,14 @@ import dataclasses
 import os
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest
 
 from fld.crop import box_from_landmarks, crop_face, invert_affine, transform_points
-from fld.schemes import Edge, Scheme, get_scheme
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_SIZE, TINY_K = 64, 5
-TINY_SCHEME = Scheme("tiny_5", TINY_K, (1, 0, 2, 4, 3), (0, 1), ((0,), (1,)),
-                     (Edge("mouth", (3, 4)),))
-# Peaks of the tiny model's maps, in heatmap cells (x, y) on its 16x16 grid.
-_TINY_PEAKS = np.array([[5.0, 6.0], [10.0, 6.0], [7.5, 9.0], [5.5, 12.0], [9.5, 12.0]])
-# int8 vs float Keras, largest landmark difference over 24 real faces, in input-crop
-# pixels of the 64 px crop (measured 0.04; 1 heatmap cell = 4 px).
-INT8_TOLERANCE_CROP_PX = 0.25
-
-_CACHE = {}
-
-
-def read_rgb(path):
-    import cv2
-
-    return cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
-
-
-def build_tiny_keras_model():
-    """A functional Keras model: (B, 64, 64, 3) in [-1, 1] -> {"fused": (B, 16, 16, 5)}."""
-    import keras
-
-    rng = np.random.default_rng(0)
-    cells = TINY_SIZE // 4
-    yy, xx = np.mgrid[0:cells, 0:cells]
-    bumps = np.stack([np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 1.5 ** 2))
-                      for cx, cy in _TINY_PEAKS], axis=-1).astype("float32")
-    kernel = (rng.normal(size=(5, 5, 3, TINY_K)) * 0.05).astype("float32")
-    images = keras.Input((TINY_SIZE, TINY_SIZE, 3), name="images")
-    x = keras.layers.AveragePooling2D(4)(images)
-    x = keras.layers.Conv2D(TINY_K, 5, padding="same",
-                            kernel_initializer=keras.initializers.Constant(kernel))(x)
-    x = keras.ops.add(x, bumps[None])
-    return keras.Model(images, {"fused": keras.layers.ReLU()(x)})
-
-
-def convert_tiny(model, quantize, crops=None):
-    """TFLite bytes: fld.export.convert when available, else a plain TFLiteConverter."""
-    try:
-        from fld.export import convert
-    except ImportError:
-        convert = None
-    if convert is not None:
-        return convert(model, quantize=quantize, representative_images=crops)
-    import keras
-    import tensorflow as tf
-
-    single = keras.Model(model.inputs, model.output["fused"])
-    converter = tf.lite.TFLiteConverter.from_keras_model(single)
-    if quantize == "int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([c] for c in crops)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    return converter.convert()
-
-
-def real_crops(records, size=TINY_SIZE):
-    """(1, S, S, 3) float32 crops in [-1, 1] of real faces, with the crop rule."""
-    out = []
-    for record in records:
-        crop, _ = crop_face(read_rgb(record.image_path), box_from_landmarks(record.landmarks),
-                            size)
-        out.append((crop.astype(np.float32) / 127.5 - 1.0)[None])
-    return out
-
-
-def tiny_model_files(records):
-    """Builds (once per session) the tiny model and its .tflite variants in a temp dir.
-
-    Returns a dict: keras (the model), folder, int8 / float (with metadata), nometa
-    (int8 without metadata), wrong_shape (metadata says 128 px for the 64 px model).
-    """
-    if _CACHE:
-        return _CACHE
-    from fld.export.metadata import embed_metadata
-    from fld.runtime.metadata import make_model_info
-
-    folder = tempfile.mkdtemp(prefix="fld_runtime_test_")
-    model = build_tiny_keras_model()
-    int8 = convert_tiny(model, "int8", real_crops(records))
-    float32 = convert_tiny(model, "none")
-    files = {"keras": model, "folder": folder}
-    variants = {
-        "int8": embed_metadata(int8, make_model_info(TINY_SCHEME, TINY_SIZE)),
-        "float": embed_metadata(float32, make_model_info(TINY_SCHEME, TINY_SIZE,
-                                                         quantization="none")),
-        "nometa": int8,
-        "wrong_shape": embed_metadata(int8, make_model_info(TINY_SCHEME, 128)),
-    }
-    for name, data in variants.items():
-        files[name] = os.path.join(folder, f"tiny_{name}.tflite")
-        with open(files[name], "wb") as f:
-            f.write(data)
-    _CACHE.update(files)
-    return _CACHE
+from fld.schemes import get_scheme
+from tests.helpers import (INT8_TOLERANCE_CROP_PX, REPO, TINY_K, TINY_SCHEME, TINY_SIZE,
+                           read_rgb, real_crops, tiny_model_files)
 
 
 @pytest.fixture(scope="session")

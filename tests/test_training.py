@@ -4,7 +4,6 @@ Fast tests train a tiny stand-in detector (32 px input, stride-4 maps, 300W-68) 
 real faces in-process; the slow ones run the CLIs end to end with configs/smoke.flags.
 """
 
-import csv
 import dataclasses
 import os
 import signal
@@ -21,40 +20,11 @@ from fld.training import Distiller
 from fld.training import callbacks as cb
 from fld.training import trainer
 from fld.training.schedules import WarmupCosine
-from tests.test_distiller import synthetic_batch, tiny_model
+from tests.helpers import (read_history, synthetic_batch, tiny_config, tiny_detector,
+                           tiny_model)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEME = get_scheme("300w_68")
-
-
-def tiny_detector(image_size=32, seed=0, points=SCHEME.num_points, name="student"):
-    """A stand-in for fld.models.LandmarkDetector: a 'backbone' sub-model + 1x1 heads."""
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((image_size, image_size, 3))
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="bb1")(inp)
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="bb2")(x)
-    backbone = keras.Model(inp, x, name="backbone")
-    images = keras.Input((image_size, image_size, 3), name="images")
-    feats = backbone(images)
-    heat = keras.layers.Conv2D(points, 1, activation="relu", name="heatmaps")(feats)
-    pts = keras.layers.Conv2D(points, 1, activation="sigmoid", name="points")(feats)
-    edges = keras.layers.Conv2D(SCHEME.num_edges, 1, activation="sigmoid", name="edges")(feats)
-    fused = keras.layers.Multiply(name="fused")([heat, pts])
-    return keras.Model(images, {"heatmaps": heat, "points": pts, "edges": edges,
-                                "fused": fused}, name=name)
-
-
-def tiny_config(data_300w, work_dir, **overrides):
-    base = dict(data_dir=os.path.join(data_300w, "afw"), work_dir=str(work_dir),
-                image_size=32, batch_size=4, max_train_faces=8, epochs=1, warmup_epochs=0.5,
-                ema_momentum=0.9, checkpoint_every_steps=1, num_sample_images=2)
-    base.update(overrides)
-    return trainer.TrainConfig(**base)
-
-
-def read_history(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 # --- schedule, EMA, flags -------------------------------------------------------------------

@@ -3,14 +3,12 @@ image size and a landmark scheme; and the preset table ``PRESETS``."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 
 from fld.models.heads import heatmap_generator
 from fld.models.mobilevitv2 import MOBILEVITV2_PRESETS, MobileViTV2Backbone
 from fld.models.swinv2 import SWINV2_PRESETS, SwinV2Backbone
-from fld.schemes import Edge, Scheme, get_scheme, subset_indices
+from fld.schemes import Scheme, get_scheme, subset_indices
 
 BACKBONES = {"swinv2": SwinV2Backbone, "mobilevitv2": MobileViTV2Backbone}
 
@@ -43,15 +41,7 @@ def build_backbone(preset: str, image_size: int = 256) -> keras.Model:
 
 
 def _scheme_from_config(value) -> Scheme:
-    if isinstance(value, dict):
-        fields = dict(value)
-        fields["edges"] = tuple(Edge(e["name"], tuple(e["points"]), e.get("closed", False))
-                                for e in fields["edges"])
-        for key in ("flip_perm", "io_indices"):
-            fields[key] = tuple(fields[key])
-        fields["pupils"] = tuple(tuple(p) for p in fields["pupils"])
-        return Scheme(**fields)
-    return get_scheme(value)
+    return Scheme.from_dict(value) if isinstance(value, dict) else get_scheme(value)
 
 
 @keras.saving.register_keras_serializable(package="fld")
@@ -101,7 +91,7 @@ class LandmarkDetector(keras.Model):
             "name": self.name, "trainable": self.trainable,
             "preset": self.preset, "image_size": self.image_size,
             "scheme": self.scheme.name if builtin == self.scheme
-            else dataclasses.asdict(self.scheme),
+            else self.scheme.to_dict(),
             "decoder": self.decoder, "decoder_channels": self.decoder_channels,
             "return_features": self.return_features,
         }

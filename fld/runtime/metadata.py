@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 
 from fld.codec import DECODE_METHODS, HeatmapCodec
 from fld.crop import DEFAULT_CROP_SCALE
-from fld.schemes import Edge, Scheme, index_list, index_value
+from fld.schemes import Scheme
 
 METADATA_NAME = "fld"
 FORMAT = "fld/1"
@@ -47,37 +47,6 @@ class MetadataError(ValueError):
 
 
 # --- the keys ---------------------------------------------------------------------------
-
-
-def scheme_to_dict(scheme: Scheme) -> dict:
-    """A scheme as plain JSON types (edges as ``{name, points, closed}``)."""
-    return {
-        "name": scheme.name,
-        "num_points": scheme.num_points,
-        "flip_perm": list(scheme.flip_perm),
-        "io_indices": list(scheme.io_indices),
-        "pupils": [list(p) for p in scheme.pupils],
-        "edges": [{"name": e.name, "points": list(e.points), "closed": e.closed}
-                  for e in scheme.edges],
-    }
-
-
-def scheme_from_dict(spec: dict) -> Scheme:
-    """Rebuilds a ``Scheme`` from ``scheme_to_dict``'s output (indices must be integers;
-    the rest is validated by Scheme)."""
-    edges = spec.get("edges", [])
-    if not isinstance(edges, list):
-        raise ValueError(f"scheme.edges must be a list, got {edges!r}")
-    return Scheme(
-        name=str(spec["name"]),
-        num_points=index_value(spec["num_points"], "scheme.num_points"),
-        flip_perm=index_list(spec["flip_perm"], "scheme.flip_perm"),
-        io_indices=index_list(spec["io_indices"], "scheme.io_indices"),
-        pupils=tuple(index_list(p, f"scheme.pupils[{n}]") for n, p in enumerate(spec["pupils"])),
-        edges=tuple(Edge(str(e["name"]), index_list(e["points"], f"scheme.edges[{j}].points"),
-                         _flag(e.get("closed", False), f"scheme.edges[{j}].closed"))
-                    for j, e in enumerate(edges)),
-    )
 
 
 # Limits on what a model file's metadata may say (checked on read: a value outside them
@@ -203,7 +172,7 @@ class ModelInfo:
             "format": FORMAT,
             "image_size": self.image_size,
             "stride": self.stride,
-            "scheme": scheme_to_dict(self.scheme),
+            "scheme": self.scheme.to_dict(),
             "crop_scale": self.crop_scale,
             "normalisation": self.normalisation,
             "output": self.output,
@@ -236,7 +205,7 @@ class ModelInfo:
             fine = meta.get("fine_output")
             return cls(
                 image_size=meta["image_size"],
-                scheme=scheme_from_dict(meta["scheme"]),
+                scheme=Scheme.from_dict(meta["scheme"]),
                 stride=meta.get("stride", 4),
                 crop_scale=meta.get("crop_scale", DEFAULT_CROP_SCALE),
                 normalisation=str(meta.get("normalisation", NORMALISATION)),
