@@ -35,6 +35,7 @@ import numpy as np
 from fld.schemes import Scheme
 
 DECODE_METHODS = ("argmax", "soft_argmax", "local_soft_argmax", "parabola")
+DEFAULT_DECODE = "local_soft_argmax"   # the runtime's default host-side decode
 
 
 def catmull_rom_matrix(num_points: int, closed: bool, samples_per_segment: int = 5):
@@ -157,18 +158,18 @@ class HeatmapCodec:
         return out
 
     # --- decoding (numpy) --------------------------------------------------------------
-    def decode(self, heatmaps: np.ndarray, method: str = "local_soft_argmax",
+    def decode(self, heatmaps: np.ndarray, method: str = DEFAULT_DECODE,
                radius: int = 2) -> np.ndarray:
         """(..., H, W, K) heatmaps -> (..., K, 2) landmarks in heatmap cells (numpy)."""
         return decode_numpy(heatmaps, method, radius)
 
-    def decode_to_image(self, heatmaps: np.ndarray, method: str = "local_soft_argmax",
+    def decode_to_image(self, heatmaps: np.ndarray, method: str = DEFAULT_DECODE,
                         radius: int = 2) -> np.ndarray:
         """Like ``decode`` but in input-crop pixels."""
         return self.to_image(self.decode(heatmaps, method, radius))
 
 
-def decode_numpy(heatmaps: np.ndarray, method: str = "local_soft_argmax",
+def decode_numpy(heatmaps: np.ndarray, method: str = DEFAULT_DECODE,
                  radius: int = 2) -> np.ndarray:
     """(..., H, W, K) heatmaps -> (..., K, 2) (x, y) in heatmap cells."""
     if method not in DECODE_METHODS:
@@ -245,7 +246,7 @@ def _parabola_offsets(hm: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndar
     return offsets
 
 
-def decode_ops(heatmaps, method: str = "local_soft_argmax", radius: int = 2):
+def decode_ops(heatmaps, method: str = DEFAULT_DECODE, radius: int = 2):
     """(B, H, W, K) heatmaps -> (B, K, 2) landmarks in heatmap cells, with keras.ops.
 
     Supports ``argmax``, ``soft_argmax`` and ``local_soft_argmax``; differentiable for

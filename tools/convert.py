@@ -44,9 +44,9 @@ import numpy as np
 from absl import app, flags
 
 from fld.cli import one_line_errors
-from fld.codec import DECODE_METHODS
+from fld.codec import DECODE_METHODS, DEFAULT_DECODE
 from fld.crop import DEFAULT_CROP_SCALE
-from fld.export import QUANTIZE_MODES
+from fld.export import DEFAULT_CAP_PERCENTILE, DEFAULT_FINE_RATIO, QUANTIZE_MODES
 
 flags.DEFINE_string("checkpoint", None, "Trained model: .keras, .weights.h5 with --model, or "
                     "an fld int8 .tflite with --model (its weights read back into the float "
@@ -80,10 +80,10 @@ flags.DEFINE_integer("decode_radius", 2, "Window radius of local_soft_argmax (ce
 flags.DEFINE_float("outlier_factor", 10.0, "int8: leave out of calibration any face on which "
                    "some layer's output peaks above this multiple of its median peak over the "
                    "calibration faces (one such face stretches int8 ranges; 0: keep all).")
-flags.DEFINE_float("output_cap_percentile", 90.0, "int8: clip the output heatmaps at this "
+flags.DEFINE_float("output_cap_percentile", DEFAULT_CAP_PERCENTILE, "int8: clip the output heatmaps at this "
                    "percentile of their peaks on the calibration faces, so that the int8 "
                    "output resolves typical maps (fld.export; 0: no clip).")
-flags.DEFINE_float("fine_ratio", 16.0, "int8 with the output clip: add a second output "
+flags.DEFINE_float("fine_ratio", DEFAULT_FINE_RATIO, "int8 with the output clip: add a second output "
                    "holding the maps times this ratio, which keeps their low tails "
                    "(fld.export.capped_fused_model; the runtime merges the two); 0 = one "
                    "output.")
@@ -263,7 +263,7 @@ def run() -> str:
         result = export.export_landmarker(
             model, FLAGS.output, quantize, calibration_images=crops,
             input_type=FLAGS.input_type, crop_scale=FLAGS.crop_scale,
-            decode_method="local_soft_argmax" if auto else FLAGS.decode_method,
+            decode_method=DEFAULT_DECODE if auto else FLAGS.decode_method,
             decode_radius=FLAGS.decode_radius,
             verify=verify, output_cap_percentile=FLAGS.output_cap_percentile or None,
             fine_ratio=FLAGS.fine_ratio or None, flip_pair=FLAGS.flip_pair)

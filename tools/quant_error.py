@@ -26,13 +26,15 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from fld.export.output_head import DEFAULT_CAP_PERCENTILE
+
 flags.DEFINE_string("checkpoint", None, "Keras model (.keras) to convert and inspect.")
 flags.DEFINE_string("data_dir", None, "Annotated faces: .pts folder, .csv or WFLW .txt.")
 flags.DEFINE_integer("holdout_every", 10, "Leave training's validation split (every N-th "
                      "face) out, as tools/convert.py --holdout_every (0 = use all faces).")
 flags.DEFINE_integer("num_calibration", 200, "Faces used to calibrate int8.")
 flags.DEFINE_integer("num_debug", 30, "Other faces on which the errors are measured.")
-flags.DEFINE_float("output_cap_percentile", 90.0, "As tools/convert.py (0 = no clip).")
+flags.DEFINE_float("output_cap_percentile", DEFAULT_CAP_PERCENTILE, "As tools/convert.py (0 = no clip).")
 flags.DEFINE_integer("top", 25, "Print at most this many tensors.")
 flags.mark_flags_as_required(["checkpoint", "data_dir"])
 FLAGS = flags.FLAGS

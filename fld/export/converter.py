@@ -16,8 +16,9 @@ import numpy as np
 
 from fld.export.mean_split import split_large_means
 from fld.export.output_head import capped_fused_model
+from fld.runtime.metadata import QUANTIZATIONS
 
-QUANTIZE_MODES = ("int8", "float16", "dynamic", "none")
+QUANTIZE_MODES = QUANTIZATIONS
 
 def _representative_dataset(images: Iterable[np.ndarray], flip_pair: bool = False):
     def generate():

@@ -12,7 +12,9 @@ import numpy as np
 from fld.export.deploy_rules import AuditReport, audit
 from fld.export.converter import convert
 from fld.export.metadata import embed_metadata
-from fld.export.output_head import DEFAULT_FINE_RATIO, fine_output_name, map_peak_percentile
+from fld.codec import DEFAULT_DECODE
+from fld.export.output_head import (DEFAULT_CAP_PERCENTILE, DEFAULT_FINE_RATIO, fine_output_name,
+                                    map_peak_percentile)
 from fld.fileio import atomic_path
 
 @dataclasses.dataclass
@@ -35,7 +37,7 @@ class ExportResult:
 
 
 def landmarker_info(model, quantize: str, crop_scale: Optional[float] = None,
-                    decode_method: str = "local_soft_argmax", decode_radius: int = 2):
+                    decode_method: str = DEFAULT_DECODE, decode_radius: int = 2):
     """The runtime metadata (``ModelInfo``) of a ``LandmarkDetector`` exported as ``quantize``.
 
     Input size and stride come from the model's input and ``fused`` output shapes; the
@@ -68,10 +70,10 @@ def export_landmarker(
     calibration_images: Iterable[np.ndarray] | None = None,
     input_type: str = "int8",
     crop_scale: Optional[float] = None,
-    decode_method: str = "local_soft_argmax",
+    decode_method: str = DEFAULT_DECODE,
     decode_radius: int = 2,
     verify: Optional[Callable[[str], None]] = None,
-    output_cap_percentile: Optional[float] = 90.0,
+    output_cap_percentile: Optional[float] = DEFAULT_CAP_PERCENTILE,
     fine_ratio: Optional[float] = DEFAULT_FINE_RATIO,
     flip_pair: bool = False,
 ) -> ExportResult:

@@ -23,6 +23,7 @@ import numpy as np
 
 FINE_OUTPUT = "fused_fine"   # capped_fused_model's second output (two-range int8)
 DEFAULT_FINE_RATIO = 16.0    # its gain over the main output (simulated best of 4 / 16 / 64)
+DEFAULT_CAP_PERCENTILE = 90.0   # the output clip: this percentile of calibration peaks
 
 RELU6_TOP = 6.0
 
@@ -87,7 +88,8 @@ def capped_fused_model(model, cap: float, fine_ratio: Optional[float] = None):
 
 
 
-def map_peak_percentile(model, images: Iterable[np.ndarray], percentile: float = 90.0,
+def map_peak_percentile(model, images: Iterable[np.ndarray],
+                        percentile: float = DEFAULT_CAP_PERCENTILE,
                         output: str = "fused") -> float:
     """The ``percentile`` of the per-map peaks (max over H, W of each channel) of a
     model's ``output`` on ``images`` ((1, S, S, 3) float32 crops): the ``output_cap``

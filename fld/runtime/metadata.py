@@ -31,14 +31,14 @@ import numbers
 import struct
 from typing import Optional, Sequence
 
-from fld.codec import DECODE_METHODS, HeatmapCodec
+from fld.codec import DECODE_METHODS, DEFAULT_DECODE, HeatmapCodec
 from fld.crop import DEFAULT_CROP_SCALE
 from fld.schemes import Scheme
 
 METADATA_NAME = "fld"
 FORMAT = "fld/1"
 NORMALISATION = "x/127.5-1"
-QUANTIZATIONS = ("int8", "float16", "dynamic", "none")
+QUANTIZATIONS = ("int8", "float16", "dynamic", "none")   # export modes, also the flags'
 TFLITE_IDENTIFIER = b"TFL3"
 
 
@@ -114,7 +114,7 @@ class ModelInfo:
     crop_scale: float = DEFAULT_CROP_SCALE
     normalisation: str = NORMALISATION
     output: str = "fused"
-    decode_method: str = "local_soft_argmax"
+    decode_method: str = DEFAULT_DECODE
     decode_radius: int = 2
     quantization: str = "int8"
     box_mapping: Optional[tuple[float, float, float, float]] = None
@@ -210,7 +210,7 @@ class ModelInfo:
                 crop_scale=meta.get("crop_scale", DEFAULT_CROP_SCALE),
                 normalisation=str(meta.get("normalisation", NORMALISATION)),
                 output=str(meta.get("output", "fused")),
-                decode_method=str(decode.get("method", "local_soft_argmax")),
+                decode_method=str(decode.get("method", DEFAULT_DECODE)),
                 decode_radius=decode.get("radius", 2),
                 quantization=str(meta.get("quantization", "none")),
                 box_mapping=None if mapping is None else tuple(mapping),
@@ -371,7 +371,7 @@ def read_model_info(tflite_bytes: bytes, source: str = "model") -> ModelInfo:
 
 def make_model_info(scheme, image_size: int = 256, stride: int = 4,
                     quantization: str = "int8", crop_scale: float = DEFAULT_CROP_SCALE,
-                    decode_method: str = "local_soft_argmax", decode_radius: int = 2,
+                    decode_method: str = DEFAULT_DECODE, decode_radius: int = 2,
                     box_mapping: Optional[Sequence[float]] = None) -> ModelInfo:
     """Convenience constructor taking a scheme name / path / ``Scheme``."""
     from fld.schemes import get_scheme
