@@ -113,6 +113,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from fld.training import Distiller
+    from tests.helpers import tiny_model, synthetic_batch
 
     images, targets = synthetic_batch(4)
     def run(strategy):

@@ -40,7 +40,6 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
 from absl import app, flags
 
 from fld.cli import one_line_errors
@@ -133,77 +132,6 @@ def load_model():
     return model
 
 
-def compare(path: str, model, held_out) -> dict:
-    """Converted vs float Keras model on held-out faces, through the runtime's code.
-
-    Returns the number of faces, the mean / max landmark difference in heatmap pixels
-    (with the file's decode method) and, when the faces have ground truth, the mean
-    inter-ocular NME of every host-side decode method for both models
-    (``nme_converted`` / ``nme_keras``: method -> NME).
-    """
-    from tqdm import tqdm
-
-    from fld.export.calibration import read_rgb
-    from fld.codec import DECODE_METHODS
-    from fld.keras_engine import KerasEngine
-    from fld.metrics import nme
-    from fld.runtime import Landmarker
-
-    converted = Landmarker(path)
-    info = converted.info
-    engine = KerasEngine(model)
-    maps = {"converted": [], "keras": []}
-    matrices, truth = [], []
-    for record in tqdm(held_out, desc="checking", unit="face", file=sys.stderr,
-                       disable=None if FLAGS.progress else True):
-        image = read_rgb(record.image_path)
-        if image is None:
-            continue
-        inputs, matrix = converted.crop(image, record.face_box)
-        # (1, H, W, K); a flip-pair file: (2, H, W, K), the crop's and its mirror's maps
-        maps["converted"].append(converted.crop_heatmaps(inputs))
-        maps["keras"].append(engine.run(converted.model_input(inputs)))
-        matrices.append(matrix)
-        truth.append(record.landmarks)
-    if not truth:
-        return {}
-
-    def points(which, method):
-        return np.stack([converted.heatmaps_to_image(h, m, method)
-                         for h, m in zip(maps[which], matrices)])
-
-    got, want = points("converted", info.decode_method), points("keras", info.decode_method)
-    # image pixels -> heatmap pixels: each crop's zoom over the stride
-    zooms = np.array([np.sqrt(abs(np.linalg.det(m[:, :2]))) for m in matrices])
-    diffs = np.linalg.norm(got - want, axis=-1) * zooms[:, None] / info.stride
-    result = {"faces": len(truth), "mean_diff": float(diffs.mean()),
-              "max_diff": float(diffs.max())}
-    try:
-        for key, which in (("nme_converted", "converted"), ("nme_keras", "keras")):
-            result[key] = {method: float(nme(points(which, method), np.stack(truth),
-                                             info.scheme).mean())
-                           for method in DECODE_METHODS}
-    except ValueError:  # no usable ground truth (e.g. zero inter-ocular distance)
-        pass
-    return result
-
-
-def choose_decode(path: str, checked: dict) -> str:
-    """Stores the decode method with the lowest NME of the converted model in ``path``."""
-    import dataclasses
-
-    from fld.export.metadata import embed_metadata
-    from fld.runtime.metadata import read_model_info
-
-    best = min(checked["nme_converted"], key=checked["nme_converted"].get)
-    with open(path, "rb") as f:
-        data = f.read()
-    info = dataclasses.replace(read_model_info(data, path), decode_method=best)
-    with open(path, "wb") as f:
-        f.write(embed_metadata(data, info))
-    return best
-
-
 def run() -> str:
     from fld import export
     from fld.export import calibration
@@ -249,24 +177,15 @@ def run() -> str:
             crops = [c for i, c in enumerate(crops) if i not in outliers]
         crops = _Progress(crops, "calibrating", FLAGS.progress)
 
-    checked = {}
-
     auto = FLAGS.decode_method == "auto"
-
-    def verify(tmp_path):
-        if held_out:
-            checked.update(compare(tmp_path, model, held_out))
-        if auto and "nme_converted" in checked:
-            checked["decode"] = choose_decode(tmp_path, checked)
-
     try:
         result = export.export_landmarker(
             model, FLAGS.output, quantize, calibration_images=crops,
             input_type=FLAGS.input_type, crop_scale=FLAGS.crop_scale,
-            decode_method=DEFAULT_DECODE if auto else FLAGS.decode_method,
-            decode_radius=FLAGS.decode_radius,
-            verify=verify, output_cap_percentile=FLAGS.output_cap_percentile or None,
-            fine_ratio=FLAGS.fine_ratio or None, flip_pair=FLAGS.flip_pair)
+            decode_method=FLAGS.decode_method, decode_radius=FLAGS.decode_radius,
+            output_cap_percentile=FLAGS.output_cap_percentile or None,
+            fine_ratio=FLAGS.fine_ratio or None, flip_pair=FLAGS.flip_pair,
+            held_out=held_out, progress=FLAGS.progress)
     except export.AuditError as e:
         raise ConvertError(f"{FLAGS.output} not written: {e}") from None
     print(f"audit: {result.report}")
@@ -276,6 +195,7 @@ def run() -> str:
     if result.info.fine_output is not None:
         print(f"two-range output: fine maps x{result.info.fine_output[1]:g} in tensor "
               f"{result.info.fine_output[0]!r}")
+    checked = result.check
     if checked:
         line = (f"{quantize} vs float Keras on {checked['faces']} held-out faces: landmark "
                 f"difference mean {checked['mean_diff']:.3f}, max {checked['max_diff']:.3f} "
@@ -294,8 +214,8 @@ def run() -> str:
                 print(f"WARNING: the {quantize} model is {got - want:.2f} NME points worse than "
                       f"the float one on the held-out faces: check the calibration faces")
         elif auto:
-            print("decode method stored in the model: local_soft_argmax (no ground truth "
-                  "to choose by)")
+            print(f"decode method stored in the model: {DEFAULT_DECODE} (no ground truth "
+                  f"to choose by)")
     kib = len(result.tflite_bytes) / 1024
     label = "int8, uint8 input" if quantize == "int8" and FLAGS.input_type == "uint8" \
         else quantize

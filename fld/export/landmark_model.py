@@ -5,10 +5,11 @@ metadata (once), write the ``.tflite`` atomically.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
+from fld.export.check import best_decode, compare_with_keras
 from fld.export.deploy_rules import AuditReport, audit
 from fld.export.converter import convert
 from fld.export.metadata import embed_metadata
@@ -27,6 +28,8 @@ class ExportResult:
         report: the audit's ``AuditReport``.
         info: the ``fld.runtime.metadata.ModelInfo`` embedded.
         output_cap: the value the output was clipped at (None: not clipped).
+        check: ``fld.export.check.compare_with_keras``'s result on the held-out faces
+            (empty without them), plus ``"decode"``: the method chosen with ``"auto"``.
     """
 
     path: str
@@ -34,6 +37,7 @@ class ExportResult:
     report: AuditReport
     info: object
     output_cap: Optional[float] = None
+    check: dict = dataclasses.field(default_factory=dict)
 
 
 def landmarker_info(model, quantize: str, crop_scale: Optional[float] = None,
@@ -76,6 +80,8 @@ def export_landmarker(
     output_cap_percentile: Optional[float] = DEFAULT_CAP_PERCENTILE,
     fine_ratio: Optional[float] = DEFAULT_FINE_RATIO,
     flip_pair: bool = False,
+    held_out: Sequence = (),
+    progress: bool = False,
 ) -> ExportResult:
     """Converts a ``LandmarkDetector`` (``fused`` output), audits it, embeds the ``fld``
     metadata and writes ``path`` atomically.
@@ -87,7 +93,9 @@ def export_landmarker(
         calibration_images: int8 only: (1, S, S, 3) float32 crops in [-1, 1] made with
             the crop rule (``fld.export.calibration.face_crops``).
         input_type: int8 models' input / output type, ``"int8"`` or ``"uint8"``.
-        crop_scale, decode_method, decode_radius: stored in the metadata for the runtime.
+        crop_scale, decode_method, decode_radius: stored in the metadata for the runtime;
+            ``decode_method="auto"``: the method with the lowest NME of the converted
+            model on ``held_out`` (``DEFAULT_DECODE`` without ground truth).
         verify: optional check run on the finished file (at a temporary path) before it
             replaces ``path``; an exception from it leaves ``path`` untouched.
         output_cap_percentile: int8 only: clip the output at this percentile of the
@@ -97,11 +105,15 @@ def export_landmarker(
             ratio (``capped_fused_model``); None = one output.
         flip_pair: a batch-2 model for the crop and its mirror image (``convert``);
             the metadata says so (``ModelInfo.flip_pair``) and ``Landmarker`` feeds it.
+        held_out: annotated records (never calibrated on) to check the converted model
+            against ``model`` (``fld.export.check``); progress: show a bar while checking.
     Returns:
         ``ExportResult``. Raises ``AuditError`` (nothing written) when the model breaks
         a deployment rule: int8 models are audited with the no-float32 rule.
     """
-    info = landmarker_info(model, quantize, crop_scale, decode_method, decode_radius)
+    auto = decode_method == "auto"
+    info = landmarker_info(model, quantize, crop_scale, DEFAULT_DECODE if auto else decode_method,
+                           decode_radius)
     cap = None
     if quantize == "int8" and output_cap_percentile is not None and calibration_images is not None:
         cap = map_peak_percentile(model, calibration_images, output_cap_percentile)
@@ -114,10 +126,14 @@ def export_landmarker(
         info = dataclasses.replace(info, fine_output=(fine_output_name(tflite),
                                                       float(fine_ratio)))
     info = dataclasses.replace(info, flip_pair=bool(flip_pair))
-    tflite = embed_metadata(tflite, info)
+    checked = compare_with_keras(tflite, info, model, held_out, progress) if held_out else {}
+    if auto and best_decode(checked):
+        checked["decode"] = best_decode(checked)
+        info = dataclasses.replace(info, decode_method=checked["decode"])
+    tflite = embed_metadata(tflite, info)   # once, with the decode chosen
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(tflite)
         if verify is not None:
             verify(tmp)
-    return ExportResult(str(path), tflite, report, info, cap)
+    return ExportResult(str(path), tflite, report, info, cap, checked)
