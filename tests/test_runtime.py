@@ -461,6 +461,12 @@ def test_describe_cpu_names_the_int8_kernel_flags(tmp_path):
     arm = tmp_path / "arm"
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp crc32\n")
     assert describe_cpu(str(arm)).endswith("[asimd asimddp]")
+    pi5 = tmp_path / "pi5"   # a Raspberry Pi's kernel names the board, not the CPU
+    pi5.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\nCPU part\t: 0xd0b\n\n"
+                   "Revision\t: d04170\nModel\t\t: Raspberry Pi 5 Model B Rev 1.0\n")
+    assert describe_cpu(str(pi5)) == "Raspberry Pi 5 Model B Rev 1.0 [asimd asimddp]"
+    x86.write_text("processor\t: 0\nmodel\t\t: 85\nmodel name\t: Some Xeon\nflags\t: avx2\n")
+    assert describe_cpu(str(x86)) == "Some Xeon [avx2]"
     assert "no flags read" in describe_cpu(str(tmp_path / "missing"))
 
 

@@ -1,8 +1,10 @@
 """Splits large int8 MEANs of a ``.tflite`` so that XNNPACK computes them correctly.
 
 XNNPACK's int8 MEAN (its ``qs8`` reduce-sum) on x86 CPUs with AVX2 but without AVX-512
-VNNI (AMD EPYC here; Arm's NEON kernels not measured) adds the int8 values up in int16
-lanes before widening, and those lanes wrap around when one output
+VNNI (AMD EPYC here; not Arm's NEON kernels: emulated Cortex-A72 and A76 with
+ai-edge-litert 2.3 in ``.ci/pi_check.sh``'s userland give the unsplit MEANs of
+tests/test_mean_split.py and a constant -128 at N = 8256 and 32768 exactly) adds the int8
+values up in int16 lanes before widening, and those lanes wrap around when one output
 averages many values near the int8 extremes. Measured with ai-edge-litert on an EPYC
 (AVX2, no VNNI), one MEAN of a constant input: -128 is exact up to N = 8255 values per
 output and wrong (127) from N = 8256; -126 from N = 8384; 0 never. The builtin kernels

@@ -59,21 +59,27 @@ _KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asim
 
 def describe_cpu(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     """'model name [flags that pick XNNPACK's int8 kernels]', e.g. to print beside
-    latency or accuracy figures; the platform's machine name where /proc is absent."""
+    latency or accuracy figures. The name is x86's ``model name``, else Arm's ``Hardware``,
+    else the board's ``Model`` (a Raspberry Pi's kernel lists no CPU name, only e.g.
+    ``Model : Raspberry Pi 5 Model B Rev 1.0``); the platform's machine name where /proc
+    is absent."""
     import platform
 
-    model, cpu_flags = "", set()
+    names, cpu_flags = {}, set()
     try:
         with open(cpuinfo_path) as f:
             for line in f:
                 key, _, value = line.partition(":")
                 key = key.strip().lower()
-                if key in ("model name", "hardware") and not model:
-                    model = value.strip()
+                if key in ("model name", "hardware", "model") and value.strip():
+                    names.setdefault(key, value.strip())
                 elif key in ("flags", "features"):
                     cpu_flags.update(value.split())
     except OSError:
         pass
+    board = names.get("model", "")
+    model = (names.get("model name") or names.get("hardware")
+             or ("" if board.isdigit() else board))   # x86's 'model' is a number
     found = [name for name in _KERNEL_FLAGS if name in cpu_flags]
     return f"{model or platform.machine() or 'unknown CPU'} [{' '.join(found) or 'no flags read'}]"
 
