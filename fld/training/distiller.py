@@ -196,6 +196,17 @@ class Distiller(keras.Model):
             self.backbone_optimizer.build(backbone_vars)
             self.optimizer.build(head_vars)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras's pre-fit build, skipped when the student and the optimizer are built.
+
+        Under a tf.distribute strategy Keras 3 first reduces a data batch with
+        ``strategy.reduce``, which MultiWorkerMirroredStrategy rejects (keras-team/keras#20585);
+        here nothing is left to build (a built student; ``compile`` builds the optimizers).
+        """
+        if self.student.built and self.optimizer is not None and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     # --- EMA --------------------------------------------------------------------------
     def _update_ema(self):
         """ema <- d * ema + (1 - d) * w, d = min(momentum, (1 + n) / (10 + n))."""
@@ -293,7 +304,7 @@ class Distiller(keras.Model):
         if self.ema_vars:
             self._update_ema()
         self._update_trackers(terms)
-        return {m.name: m.result() for m in self.metrics if m is not self.nme_tracker}
+        return self._step_logs(m for m in self.metrics if m is not self.nme_tracker)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -306,4 +317,14 @@ class Distiller(keras.Model):
                 self.nme_tracker.update_state(nme, sample_weight=sample_weight)
             else:  # the streaming NormalizedMeanError (scheme's normaliser)
                 self.nme_tracker.update_state(y["landmarks"], pred, sample_weight=sample_weight)
-        return {m.name: m.result() for m in self.metrics}
+        return self._step_logs(self.metrics)
+
+    @staticmethod
+    def _step_logs(metrics):
+        """The step's metric results; shape (1,) across workers, where Keras 3 reduces step
+        outputs with a MEAN over axis 0 that rejects scalars (keras-team/keras#20585)."""
+        strategy = tf.distribute.get_strategy()
+        multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+            strategy.extended._in_multi_worker_mode()
+        return {m.name: ops.reshape(m.result(), (1,)) if multi_worker else m.result()
+                for m in metrics}

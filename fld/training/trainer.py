@@ -450,6 +450,21 @@ def _check_resumed_flags(path: str, config: TrainConfig) -> None:
             f"{k}: {old[k]} -> {new[k]}" for k in changed))
 
 
+def _check_workers_agree(strategy, done: int, work_dir: str) -> None:
+    """Raises unless every worker of a multi-worker run resumes from the same step."""
+    import numpy as np
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or \
+            strategy.num_replicas_in_sync == 1:
+        return
+    seen = np.asarray(strategy.gather(strategy.run(lambda: tf.constant([done])), axis=0))
+    if len(set(seen.tolist())) > 1:
+        raise RuntimeError(f"workers resume from different steps {seen.tolist()}: every "
+                           f"worker must read the chief's state.npz from --work_dir "
+                           f"{work_dir!r} (a folder shared by all workers)")
+
+
 def train(config: TrainConfig, student=None, command: str = "", verbose=None) -> TrainResult:
     """Trains (stage 1) or distils (stage 2, ``config.teacher`` set); resumes if possible.
 
@@ -471,12 +486,12 @@ def train(config: TrainConfig, student=None, command: str = "", verbose=None) ->
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
-    work_dir = config.work_dir if chief else os.path.join(
-        config.work_dir, f".worker_{strategy.cluster_resolver.task_id}")
-    check_writable_dir(work_dir, "--work_dir")
-    flags_path = os.path.join(work_dir, "flags.txt")
-    _check_resumed_flags(flags_path, config)
-    write_text_atomic(flags_path, config_to_flagfile(config, command))
+    work_dir = config.work_dir  # written by the chief only; every worker resumes from it
+    if chief:
+        check_writable_dir(work_dir, "--work_dir")
+        flags_path = os.path.join(work_dir, "flags.txt")
+        _check_resumed_flags(flags_path, config)
+        write_text_atomic(flags_path, config_to_flagfile(config, command))
 
     data = load_data(config)
     steps = len(data.train) // config.batch_size
@@ -498,6 +513,7 @@ def train(config: TrainConfig, student=None, command: str = "", verbose=None) ->
                                        every_steps=config.checkpoint_every_steps, write=chief)
     meta = checkpoint.restore()
     first_epoch, skip = (0, 0) if meta is None else (meta["epoch"], meta["step"])
+    _check_workers_agree(strategy, first_epoch * steps + skip, work_dir)
     if meta is not None:
         print(f"resuming from {checkpoint.state_path}: epoch {first_epoch + 1}, "
               f"{skip} of {steps} steps done, optimizer step {meta['iterations']}", flush=True)
