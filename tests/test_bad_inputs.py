@@ -526,7 +526,7 @@ def test_unwritable_outputs_fail_before_any_work(real_records, tmp_path):
 
 
 def test_history_after_a_mid_epoch_resume_counts_every_step(data_300w, tmp_path, monkeypatch):
-    from fld.training import callbacks as cb
+    from fld.training import checkpoint as cb
     from fld.training import trainer
 
     from tests.helpers import read_history, tiny_config, tiny_detector

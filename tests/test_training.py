@@ -17,7 +17,7 @@ import pytest
 
 from fld.schemes import get_scheme
 from fld.training import Distiller
-from fld.training import callbacks as cb
+from fld.training import checkpoint as ck
 from fld.training import trainer
 from fld.training.schedules import WarmupCosine
 from tests.helpers import (read_history, synthetic_batch, tiny_config, tiny_detector,
@@ -89,7 +89,7 @@ def test_train_writes_outputs_and_resumes(data_300w, tmp_path):
     for name in ("flags.txt", "state.npz", "best.keras", "history.csv", "samples.png"):
         assert (work / name).is_file(), name
     assert any((work / "logs" / "validation").iterdir())
-    meta = cb.load_training_state(first.distiller, str(work / "state.npz"))
+    meta = ck.load_training_state(first.distiller, str(work / "state.npz"))
     steps = 8 // 4
     assert (meta["epoch"], meta["step"], meta["iterations"]) == (1, 0, steps)
     # Same work_dir, more epochs: continues at epoch 2 with the optimizer state.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fld.runtime.metadata import check_tflite
+from fld.runtime.tflite_file import check_tflite
 
 BUFFER_ALIGNMENT = 16  # the TFLite converter's alignment of buffer data
 

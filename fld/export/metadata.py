@@ -11,7 +11,8 @@ import json
 import numpy as np
 
 from fld.export.flatbuffer import pack_model, unpack_model
-from fld.runtime.metadata import METADATA_NAME, ModelInfo, check_tflite
+from fld.runtime.metadata import METADATA_NAME, ModelInfo
+from fld.runtime.tflite_file import check_tflite
 
 
 def embed_metadata(tflite_bytes: bytes, meta) -> bytes:

@@ -12,7 +12,8 @@ top around the same centre, so the soft-argmax barely moves.
 Two-range output (``fine_ratio`` r): a second output with the maps times r, clipped at
 the same top: below ``cap / r`` its step is r times finer. The metadata names that tensor
 (``ModelInfo.fine_output``, ``fine_output_name``) and the runtime merges the two
-(``fld.runtime.TFLiteModel.run``). Measurements: BUILD.md, "int8 output".
+(``fld.runtime.TFLiteModel.run``). Measurements:
+``docs/experiments/2026-12-03-build-measurements.md``, "int8 output".
 """
 
 from __future__ import annotations

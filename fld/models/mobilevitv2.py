@@ -18,7 +18,8 @@ Deviations from the reference, for int8 on tflite-runtime <= 2.14:
   BatchNormalization: a per-channel MUL/ADD at inference, the cheapest choice, but it
   does not bound the separable attention, whose output is quadratic in its input
   (relu(value) * sum(key * softmax(query))): a face that enlarges the residual stream
-  in inference mode is amplified block after block (BUILD.md, "Token norm"). Prefer
+  in inference mode is amplified block after block
+  (docs/experiments/2026-12-03-build-measurements.md, "Token norm"). Prefer
   the ``_gn`` presets; the plain ones stay for the models trained with them.
 - Unfold/fold of 2x2 patches uses only 4-D/5-D transposes (tflite-runtime <= 2.11
   cannot run a 6-D TRANSPOSE; the authors' fix splits the 6-D permute in the same way).
