@@ -239,7 +239,7 @@ lap "x86 predict"
 # builtin kernels on both sides: its XNNPACK gives outputs identical to XNNPACK off here);
 # ai-edge-litert max 1.86 px, mean 0.23 px; ARM's NME io 0.00-0.05% below x86's. A wrong
 # kernel shows as pixels at some points or as lost accuracy, and the second can hide under a
-# mean-distance bound: x86's AVX2 int8 MEAN overflow (before fld/tflite_mean_split.py) cost
+# mean-distance bound: x86's AVX2 int8 MEAN overflow (before fld/export/mean_split.py) cost
 # +0.39% NME on the 60 sample faces, ~0.5 px of mean error at these faces' size. So the NME
 # against the ground truth is bounded too. With margin:
 MAX_DIFF_PX=4.0           # any point
