@@ -17,9 +17,9 @@ import os
 
 import numpy as np
 
-from fld import metrics
+from fld import drawing, metrics
 from fld.crop import box_from_landmarks
-from fld.fileio import atomic_path, write_text_atomic
+from fld.fileio import write_text_atomic
 from fld.images import ImageError, read_image_rgb
 from fld.runtime.detector import box_iou
 from fld.schemes import Scheme
@@ -195,33 +195,21 @@ def worst_faces_png(results: list[FaceResult], path: str, count: int = 16,
     """A grid of the ``count`` worst faces: ground truth green, prediction red."""
     import cv2
 
+    from fld.crop import crop_face, transform_points
+
     read_image = read_image or read_image_rgb
     scored = sorted((r for r in results if r.detected), key=lambda r: -r.nme_io)[:count]
     if not scored:
         raise ValueError("worst_faces_png: no detected faces to show")
-    columns = 4
-    rows = (len(scored) + columns - 1) // columns
-    canvas = np.full((rows * tile, columns * tile, 3), 255, np.uint8)
-    for i, r in enumerate(scored):
-        from fld.crop import crop_face, transform_points
-
+    tiles = []
+    for r in scored:
         face, matrix = crop_face(read_image(r.image_path), box_from_landmarks(r.gt), tile, 1.4)
-        face = cv2.cvtColor(face, cv2.COLOR_RGB2BGR)
-        for points, colour in ((r.gt, (0, 200, 0)), (r.pred, (0, 0, 255))):
-            for x, y in transform_points(matrix, points):
-                cv2.circle(face, (int(round(x * 16)), int(round(y * 16))), 2 * 16, colour, -1,
-                           cv2.LINE_AA, 4)
-        label = f"{100 * r.nme_io:.1f}% {os.path.basename(r.image_path)[:18]}"
-        cv2.putText(face, label, (3, tile - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255),
-                    2, cv2.LINE_AA)
-        cv2.putText(face, label, (3, tile - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-        y0, x0 = (i // columns) * tile, (i % columns) * tile
-        canvas[y0:y0 + tile, x0:x0 + tile] = face
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(tmp, canvas):
-            raise OSError(f"could not write {path}")
-    return path
+        face = drawing.compare_tile(cv2.cvtColor(face, cv2.COLOR_RGB2BGR),
+                                    transform_points(matrix, r.gt),
+                                    transform_points(matrix, r.pred), radius=2.0)
+        tiles.append(drawing.put_label(
+            face, f"{100 * r.nme_io:.1f}% {os.path.basename(r.image_path)[:18]}"))
+    return drawing.write_image(path, drawing.grid(tiles, columns=4))
 
 
 def write_report(results_by_model: dict, report_dir: str) -> dict:

@@ -15,8 +15,9 @@ Definitions (METHOD.md section 8):
   the CED every 1e-4 and integrates by trapezoids; that differs from the exact value by
   less than 1e-4 / T.)
 
-Numpy only: the TensorFlow-free runtime and evaluation import this. The streaming
-Keras version of NME is ``fld.training.nme_metric.NormalizedMeanError``.
+Numpy only: the TensorFlow-free runtime and evaluation import this. The formula itself
+(``nme_terms``) takes its array module as an argument, so the streaming Keras metric
+(``fld.training.nme_metric.NormalizedMeanError``) runs the same lines with ``keras.ops``.
 """
 
 from __future__ import annotations
@@ -31,19 +32,37 @@ from fld.schemes import Scheme, get_scheme
 NORMS = ("inter_ocular", "inter_pupil")
 
 
-def normalizer(gt: np.ndarray, scheme, norm: str = "inter_ocular") -> np.ndarray:
-    """Per-face normalising distance of (N, K, 2) ground truth -> (N,)."""
+def normalizer_points(scheme, norm: str = "inter_ocular") -> tuple[tuple[int, ...], ...]:
+    """The two point groups whose centres' distance normalises the error.
+
+    ``inter_ocular``: the outer eye corners (one point each); ``inter_pupil``: the points
+    of each eye (their mean is the pupil centre)."""
     scheme = get_scheme(scheme)
-    gt = np.asarray(gt, np.float64)
     if norm == "inter_ocular":
         a, b = scheme.io_indices
-        left, right = gt[:, a], gt[:, b]
-    elif norm == "inter_pupil":
-        left = gt[:, list(scheme.pupils[0])].mean(axis=1)
-        right = gt[:, list(scheme.pupils[1])].mean(axis=1)
-    else:
-        raise ValueError(f"unknown NME normalisation {norm!r}: use one of {NORMS}")
-    return np.linalg.norm(left - right, axis=-1)
+        return (int(a),), (int(b),)
+    if norm == "inter_pupil":
+        return tuple(scheme.pupils[0]), tuple(scheme.pupils[1])
+    raise ValueError(f"unknown NME normalisation {norm!r}: use one of {NORMS}")
+
+
+def nme_terms(pred, gt, groups, xp=np):
+    """The NME formula, once for every backend: (mean point error, normaliser), each (N,).
+
+    ``pred``, ``gt``: (N, K, 2); ``groups``: ``normalizer_points``'s two index groups;
+    ``xp``: ``numpy`` or ``keras.ops`` (both spell these operations alike). NME is
+    their ratio; callers decide what a zero normaliser means.
+    """
+    error = xp.mean(xp.sqrt(xp.sum(xp.square(pred - gt), axis=-1)), axis=-1)
+    left = xp.mean(xp.take(gt, list(groups[0]), axis=1), axis=1)
+    right = xp.mean(xp.take(gt, list(groups[1]), axis=1), axis=1)
+    return error, xp.sqrt(xp.sum(xp.square(left - right), axis=-1))
+
+
+def normalizer(gt: np.ndarray, scheme, norm: str = "inter_ocular") -> np.ndarray:
+    """Per-face normalising distance of (N, K, 2) ground truth -> (N,)."""
+    gt = np.asarray(gt, np.float64)
+    return nme_terms(gt, gt, normalizer_points(scheme, norm))[1]
 
 
 def nme(pred, gt, scheme: str | Scheme, norm: str = "inter_ocular") -> np.ndarray:
@@ -66,12 +85,12 @@ def nme(pred, gt, scheme: str | Scheme, norm: str = "inter_ocular") -> np.ndarra
     if pred.shape[1] != scheme.num_points:
         raise ValueError(f"nme: {pred.shape[1]} points, scheme {scheme.name!r} has "
                          f"{scheme.num_points}")
-    d = normalizer(gt, scheme, norm)
+    error, d = nme_terms(pred, gt, normalizer_points(scheme, norm))
     degenerate = np.flatnonzero(~(d > 0) | ~np.isfinite(d))
     if degenerate.size:
         raise ValueError(f"nme: zero or non-finite {norm} distance in ground truth of "
                          f"face(s) {degenerate[:10].tolist()}")
-    return np.linalg.norm(pred - gt, axis=-1).mean(axis=1) / d
+    return error / d
 
 
 def _errors(nmes) -> np.ndarray:

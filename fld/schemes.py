@@ -161,7 +161,7 @@ def index_list(values, where: str) -> tuple[int, ...]:
     return tuple(index_value(v, f"{where}[{i}]") for i, v in enumerate(values))
 
 
-def _pairs_to_perm(k: int, pairs: Sequence[Sequence[int]]) -> tuple[int, ...]:
+def pairs_to_perm(k: int, pairs: Sequence[Sequence[int]]) -> tuple[int, ...]:
     perm = list(range(k))
     for n, pair in enumerate(pairs):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
@@ -173,117 +173,9 @@ def _pairs_to_perm(k: int, pairs: Sequence[Sequence[int]]) -> tuple[int, ...]:
     return tuple(perm)
 
 
-def _range(a: int, b: int) -> tuple[int, ...]:
+def index_range(a: int, b: int) -> tuple[int, ...]:
     """Inclusive index range."""
     return tuple(range(a, b + 1))
-
-
-# --- iBUG 300-W, 68 points --------------------------------------------------------
-# jaw 0-16, brows 17-26, nose bridge 27-30, lower nose 31-35, eyes 36-47, mouth 48-67.
-_PAIRS_68 = (
-    [(i, 16 - i) for i in range(8)]
-    + [(17, 26), (18, 25), (19, 24), (20, 23), (21, 22)]
-    + [(31, 35), (32, 34)]
-    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
-    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)]
-)
-_EDGES_68 = (
-    Edge("jaw", _range(0, 16)),
-    Edge("brow_left", _range(17, 21)),
-    Edge("brow_right", _range(22, 26)),
-    Edge("nose_bridge", _range(27, 30)),
-    Edge("nose_lower", _range(31, 35)),
-    Edge("eye_left", _range(36, 41), closed=True),
-    Edge("eye_right", _range(42, 47), closed=True),
-    Edge("lip_outer", _range(48, 59), closed=True),
-    Edge("lip_inner", _range(60, 67), closed=True),
-)
-JAW_68 = _range(0, 16)
-
-SCHEME_300W_68 = Scheme(
-    name="300w_68",
-    num_points=68,
-    flip_perm=_pairs_to_perm(68, _PAIRS_68),
-    io_indices=(36, 45),
-    pupils=(_range(36, 41), _range(42, 47)),
-    edges=_EDGES_68,
-)
-
-# --- PAIR challenge, 51 points = 68 without the jaw -------------------------------
-_KEEP_51 = np.arange(17, 68)
-
-
-def _shift(indices: Sequence[int]) -> tuple[int, ...]:
-    return tuple(int(i) - 17 for i in indices)
-
-
-SCHEME_PAIR_51 = Scheme(
-    name="pair_51",
-    num_points=51,
-    flip_perm=_pairs_to_perm(51, [_shift(p) for p in _PAIRS_68 if min(p) >= 17]),
-    io_indices=(19, 28),
-    pupils=(_shift(_range(36, 41)), _shift(_range(42, 47))),
-    edges=tuple(Edge(e.name, _shift(e.points), e.closed) for e in _EDGES_68[1:]),
-)
-
-# --- WFLW, 98 points ----------------------------------------------------------------
-# contour 0-32, brows 33-41 / 42-50, nose bridge 51-54, lower nose 55-59,
-# eyes 60-67 / 68-75, outer lip 76-87, inner lip 88-95, pupils 96, 97.
-_PAIRS_98 = (
-    [(i, 32 - i) for i in range(16)]
-    + [(33, 46), (34, 45), (35, 44), (36, 43), (37, 42)]
-    + [(38, 50), (39, 49), (40, 48), (41, 47)]
-    + [(55, 59), (56, 58)]
-    + [(60, 72), (61, 71), (62, 70), (63, 69), (64, 68), (65, 75), (66, 74), (67, 73)]
-    + [(76, 82), (77, 81), (78, 80), (83, 87), (84, 86)]
-    + [(88, 92), (89, 91), (93, 95), (96, 97)]
-)
-SCHEME_WFLW_98 = Scheme(
-    name="wflw_98",
-    num_points=98,
-    flip_perm=_pairs_to_perm(98, _PAIRS_98),
-    io_indices=(60, 72),
-    pupils=((96,), (97,)),
-    edges=(
-        Edge("contour", _range(0, 32)),
-        Edge("brow_left", _range(33, 41), closed=True),
-        Edge("brow_right", _range(42, 50), closed=True),
-        Edge("nose_bridge", _range(51, 54)),
-        Edge("nose_lower", _range(55, 59)),
-        Edge("eye_left", _range(60, 67), closed=True),
-        Edge("eye_right", _range(68, 75), closed=True),
-        Edge("lip_outer", _range(76, 87), closed=True),
-        Edge("lip_inner", _range(88, 95), closed=True),
-    ),
-)
-
-# --- COFW, 29 points ----------------------------------------------------------------
-# brows 0-7, eye corners 8-11, eyelids 12-15, pupils 16-17, nose 18-21, mouth 22-27,
-# chin 28. Pairs follow the public COFW mirror; the edge grouping is ours.
-SCHEME_COFW_29 = Scheme(
-    name="cofw_29",
-    num_points=29,
-    flip_perm=_pairs_to_perm(
-        29,
-        [(0, 1), (2, 3), (4, 6), (5, 7), (8, 9), (10, 11), (12, 14), (13, 15),
-         (16, 17), (18, 19), (22, 23)],
-    ),
-    io_indices=(8, 9),
-    pupils=((16,), (17,)),
-    edges=(
-        Edge("brow_left", (0, 4, 2, 5), closed=True),
-        Edge("brow_right", (1, 6, 3, 7), closed=True),
-        Edge("eye_left", (8, 12, 10, 13), closed=True),
-        Edge("eye_right", (9, 14, 11, 15), closed=True),
-        Edge("nose", (18, 21, 19)),
-        Edge("lip_outer", (22, 24, 23, 27), closed=True),
-        Edge("lip_inner", (22, 25, 23, 26), closed=True),
-    ),
-)
-
-BUILTIN_SCHEMES = {
-    s.name: s for s in (SCHEME_300W_68, SCHEME_PAIR_51, SCHEME_WFLW_98, SCHEME_COFW_29)
-}
 
 
 def load_scheme_file(path: str) -> Scheme:
@@ -311,20 +203,19 @@ def load_scheme_file(path: str) -> Scheme:
             raise TypeError("the file must hold a JSON object")
         k = index_value(spec["num_points"], "num_points")
         io = index_list(spec["io_indices"], "io_indices")
-        pupils = spec.get("pupils") or [[io[0]], [io[1]]]
-        return Scheme(
-            name=str(spec.get("name", os.path.splitext(os.path.basename(path))[0])),
-            num_points=k,
-            flip_perm=_pairs_to_perm(k, spec.get("flip_pairs", [])),
-            io_indices=io,
-            pupils=tuple(index_list(p, f"pupils[{n}]") for n, p in enumerate(pupils)),
-            edges=tuple(
-                Edge(str(e.get("name", f"edge{j}")), index_list(e["points"], f"edges[{j}].points"),
-                     bool(e.get("closed", False)))
-                for j, e in enumerate(spec.get("edges", []))
-            ),
-        )
-    except (KeyError, TypeError, IndexError) as e:
+        edges = spec.get("edges", [])
+        if not isinstance(edges, (list, tuple)):
+            raise TypeError("edges must be a list")
+        return Scheme.from_dict({
+            "name": str(spec.get("name", os.path.splitext(os.path.basename(path))[0])),
+            "num_points": k,
+            "flip_perm": pairs_to_perm(k, spec.get("flip_pairs", [])),
+            "io_indices": io,
+            "pupils": spec.get("pupils") or [[io[0]], [io[1]]],
+            "edges": [{"name": e.get("name", f"edge{j}"), "points": e["points"],
+                       "closed": e.get("closed", False)} for j, e in enumerate(edges)],
+        }, where="scheme")
+    except (KeyError, TypeError, IndexError, AttributeError) as e:
         raise ValueError(f"{path}: malformed scheme ({type(e).__name__}: {e})") from None
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
@@ -342,20 +233,6 @@ def get_scheme(name_or_path: str | Scheme) -> Scheme:
         f"unknown landmark scheme {name_or_path!r}: use one of "
         f"{sorted(BUILTIN_SCHEMES)} or the path of a scheme .json file"
     )
-
-
-def convert_68_to_51(landmarks: np.ndarray) -> np.ndarray:
-    """Drops the 17 jaw points: (..., 68, 2) -> (..., 51, 2)."""
-    landmarks = np.asarray(landmarks)
-    if landmarks.shape[-2] != 68:
-        raise ValueError(f"convert_68_to_51 needs 68 points, got {landmarks.shape[-2]}")
-    return landmarks[..., _KEEP_51, :]
-
-
-# Conversions between schemes, keyed by (source K, target scheme name).
-CONVERSIONS = {(68, "pair_51"): convert_68_to_51}
-# Schemes that are a subset of another's points: (source, target) -> source indices.
-POINT_SUBSETS = {("300w_68", "pair_51"): _KEEP_51}
 
 
 def subset_indices(source: Scheme, target: Scheme) -> np.ndarray:
@@ -386,3 +263,8 @@ def adapt_landmarks(landmarks: np.ndarray, scheme: Scheme, source: str = "") -> 
             f"{scheme.num_points}"
         )
     return convert(landmarks)
+
+
+# The built-in tables are built from the types above.
+from fld.builtin_schemes import (  # noqa: E402, F401
+    BUILTIN_SCHEMES, CONVERSIONS, POINT_SUBSETS, SCHEME_300W_68, SCHEME_PAIR_51, convert_68_to_51)

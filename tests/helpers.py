@@ -128,7 +128,7 @@ def write_boxes_csv(path, rows):
     path.write_text("\n".join(lines) + "\n")
 
 
-# --- Distiller stand-in (stride-1 maps, 5 points, 2 edges) ------------------------------
+# --- LandmarkTrainer stand-in (stride-1 maps, 5 points, 2 edges) ------------------------------
 
 K, E, S = 5, 2, 16
 

@@ -205,7 +205,7 @@ def test_star_prefers_the_right_location():
 
 
 # --- distillation and MSE -------------------------------------------------------------
-@pytest.mark.parametrize("form", ["mse", "paper"])
+@pytest.mark.parametrize("form", ["mse", "l2_sum"])
 def test_distillation_zero_when_student_equals_teacher(form):
     hm = RNG.random((2, 8, 8, 5), dtype=np.float32)
     loss = HeatmapDistillationLoss(form=form)
@@ -222,7 +222,7 @@ def test_distillation_values():
     mse = 100 * np.mean((s - t) ** 2)
     assert float(HeatmapDistillationLoss()(t, s)) == pytest.approx(mse, rel=1e-5)
     per_sample = np.sqrt(((s - t) ** 2).sum(axis=(1, 2))).sum(axis=-1)  # sum_k ||.||_2
-    paper = HeatmapDistillationLoss(form="paper", reduction="sum")
+    paper = HeatmapDistillationLoss(form="l2_sum", reduction="sum")
     assert float(paper(t, s)) == pytest.approx(per_sample.sum(), rel=1e-5)
     assert float(HeatmapDistillationLoss(weight=2.0)(t, s)) == pytest.approx(mse / 50, rel=1e-5)
     with pytest.raises(ValueError):
@@ -240,7 +240,7 @@ def test_heatmap_mse():
     [
         AdaptiveWingLoss(foreground_weight=5.0),
         STARLoss(w=0.5),
-        HeatmapDistillationLoss(form="paper", weight=3.0),
+        HeatmapDistillationLoss(form="l2_sum", weight=3.0),
         HeatmapMSELoss(weight=2.0),
     ],
 )

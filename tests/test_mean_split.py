@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from fld import export
-from fld.export.mean_split import MEAN_SPLIT_LIMIT, large_int8_means, split_large_means
+from fld.export.mean_split import large_int8_means, split_large_means
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(REPO, "fld", "runtime", "assets")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from fld.schemes import get_scheme
-from fld.training import Distiller
+from fld.training import LandmarkTrainer
 from fld.training import checkpoint as ck
 from fld.training import trainer
 from fld.training.schedules import WarmupCosine
@@ -47,7 +47,7 @@ def test_warmup_cosine_values():
 
 def test_ema_updates_toward_weights_and_swaps():
     student = tiny_model(3)
-    model = Distiller(student, io_indices=(0, 1), ema_momentum=0.5)
+    model = LandmarkTrainer(student, io_indices=(0, 1), ema_momentum=0.5)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     before = [np.array(v) for v in student.trainable_variables]
     model.train_on_batch(*synthetic_batch())
@@ -89,7 +89,7 @@ def test_train_writes_outputs_and_resumes(data_300w, tmp_path):
     for name in ("flags.txt", "state.npz", "best.keras", "history.csv", "samples.png"):
         assert (work / name).is_file(), name
     assert any((work / "logs" / "validation").iterdir())
-    meta = ck.load_training_state(first.distiller, str(work / "state.npz"))
+    meta = ck.load_training_state(first.trainer_model, str(work / "state.npz"))
     steps = 8 // 4
     assert (meta["epoch"], meta["step"], meta["iterations"]) == (1, 0, steps)
     # Same work_dir, more epochs: continues at epoch 2 with the optimizer state.
@@ -97,9 +97,9 @@ def test_train_writes_outputs_and_resumes(data_300w, tmp_path):
                            verbose=0)
     history = read_history(work / "history.csv")
     assert [int(r["epoch"]) for r in history] == [1, 2, 3]
-    assert int(np.array(second.distiller.optimizer.iterations)) == 3 * steps
-    assert int(np.array(second.distiller.backbone_optimizer.iterations)) == 3 * steps
-    assert float(np.array(second.distiller.ema_updates)) == 3 * steps
+    assert int(np.array(second.trainer_model.optimizer.iterations)) == 3 * steps
+    assert int(np.array(second.trainer_model.backbone_optimizer.iterations)) == 3 * steps
+    assert float(np.array(second.trainer_model.ema_updates)) == 3 * steps
     assert np.isfinite(second.best_score) and second.best_path == str(work / "best.keras")
     # best.keras: the student alone, loads in safe mode and predicts.
     model = keras.saving.load_model(second.best_path)
@@ -119,7 +119,7 @@ def test_resume_matches_uninterrupted_run(data_300w, tmp_path):
     trainer.train(split, student=tiny_detector(), verbose=0)
     resumed = trainer.train(dataclasses.replace(split, epochs=2), student=tiny_detector(),
                             verbose=0)
-    for a, b in zip(full.distiller.student.weights, resumed.distiller.student.weights):
+    for a, b in zip(full.trainer_model.student.weights, resumed.trainer_model.student.weights):
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-5)
 
 
@@ -164,7 +164,7 @@ def test_init_from_copies_matching_layers(data_300w, tmp_path):
                          lr_backbone=0.0, lr_head=0.0, num_sample_images=0)
     result = trainer.train(config, student=tiny_detector(seed=4), verbose=0)
     best = keras.saving.load_model(result.best_path, compile=False)
-    for model in (result.distiller.student, best):
+    for model in (result.trainer_model.student, best):
         for a, b in zip(source.trainable_weights, model.trainable_weights):
             np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-6)
 
@@ -254,5 +254,5 @@ def test_mirrored_strategy_run(data_300w, tmp_path):
     config = tiny_config(data_300w, tmp_path / "m", strategy="mirrored", num_sample_images=0)
     result = trainer.train(config, student=tiny_detector, verbose=0)  # built in the scope
     assert np.isfinite(result.best_score)
-    assert float(np.array(result.distiller.ema_updates)) == 2
+    assert float(np.array(result.trainer_model.ema_updates)) == 2
     assert (tmp_path / "m" / "best.keras").is_file()

@@ -1,4 +1,4 @@
-"""Measures the full training step (Distiller.train_step: forward, STAR + AAM [+ KD] losses,
+"""Measures the full training step (LandmarkTrainer.train_step: forward, STAR + AAM [+ KD] losses,
 backward, two AdamW updates, EMA) on synthetic batches of the right shapes.
 
     python tools/benchmark_train.py --model mobilevitv2_050 --image_size 256          # student
@@ -50,7 +50,7 @@ def build(jit_compile: bool):
     import keras
 
     from fld.models import LandmarkDetector
-    from fld.training import Distiller
+    from fld.training import LandmarkTrainer
     from fld.training.schedules import WarmupCosine
 
     keras.utils.set_random_seed(0)
@@ -60,7 +60,7 @@ def build(jit_compile: bool):
     if FLAGS.teacher:
         teacher = LandmarkDetector(preset=FLAGS.teacher, image_size=FLAGS.image_size,
                                    scheme=FLAGS.scheme, name="teacher")
-    model = Distiller(student, teacher, scheme=FLAGS.scheme, ema_momentum=FLAGS.ema_momentum)
+    model = LandmarkTrainer(student, teacher, scheme=FLAGS.scheme, ema_momentum=FLAGS.ema_momentum)
     model.compile(
         optimizer=keras.optimizers.AdamW(WarmupCosine(1e-3, 1000, 10), weight_decay=2e-5),
         backbone_optimizer=keras.optimizers.AdamW(WarmupCosine(2e-4, 1000, 10),

@@ -38,7 +38,7 @@ def main(argv):
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
     print(f"model: {FLAGS.model}  image_size: {FLAGS.image_size}  scheme: {FLAGS.scheme}  "
           f"decoder: {model.decoder} ({model.decoder_channels} ch)")
-    print(f"outputs: " + ", ".join(f"{k} {tuple(v.shape[1:])}" for k, v in model.output.items()))
+    print("outputs: " + ", ".join(f"{k} {tuple(v.shape[1:])}" for k, v in model.output.items()))
     print(f"backbone params: {backbone.count_params():,} "
           f"(trainable {sum(int(w.numpy().size) for w in backbone.trainable_weights):,})")
     print(f"backbone macs: {backbone_macs:,}")

@@ -43,6 +43,7 @@ from absl import app, flags
 from fld.cli import one_line_errors, short_error
 from fld.crop import MAX_COORDINATE, box_from_landmarks
 from fld.data.readers import IMAGE_EXTENSIONS, write_pts
+from fld.drawing import draw_faces, write_image
 from fld.fileio import atomic_path, check_writable_dir
 from fld.images import DEFAULT_MAX_PIXELS, read_image_rgb
 from fld.runtime import Landmarker, MetadataError, ModelError, VideoLandmarker
@@ -114,33 +115,6 @@ def read_boxes(path: str) -> dict[str, list[np.ndarray]]:
     if not boxes:
         raise InputError(f"{path}: no boxes in this CSV")
     return boxes
-
-
-def draw_overlay(image_rgb: np.ndarray, faces) -> np.ndarray:
-    """BGR copy of the image with each face's box and points (anti-aliased) drawn."""
-    import cv2
-
-    canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
-    shift = 4  # sub-pixel drawing: coordinates in 1/16 px
-    for box, points in faces:
-        size = float(max(box[2] - box[0], box[3] - box[1]))
-        radius = max(1.0, size / 80.0)
-        x0, y0, x1, y1 = (int(round(v * 16)) for v in box)
-        cv2.rectangle(canvas, (x0, y0), (x1, y1), (255, 160, 0), 1, cv2.LINE_AA, shift)
-        for x, y in points:
-            # cv2 draws at integer pixel centres; 0-based centres match directly.
-            centre = (int(round(x * 16)), int(round(y * 16)))
-            cv2.circle(canvas, centre, int(round(radius * 16)), (0, 255, 0), -1, cv2.LINE_AA,
-                       shift)
-    return canvas
-
-
-def write_image(path: str, image_bgr: np.ndarray) -> None:
-    import cv2
-
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(tmp, image_bgr):
-            raise OSError(f"cannot write {path}")
 
 
 def output_stems(names: list[str]) -> dict[str, str]:
@@ -246,7 +220,7 @@ def run_images(landmarker, root, relatives, boxes, outputs, progress,
         faces_total += len(faces)
         outputs.write_faces(stems[name], faces)
         if outputs.save_overlay:
-            write_image(outputs.overlay_path(name, stems[name]), draw_overlay(image, faces))
+            write_image(outputs.overlay_path(name, stems[name]), draw_faces(image, faces))
     return images, faces_total, skipped
 
 
@@ -285,7 +259,7 @@ def run_video(landmarker, source, stem, outputs) -> tuple[int, int, int]:
                         writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                                  (frame.shape[1], frame.shape[0]))
                         stack.callback(writer.release)
-                    writer.write(draw_overlay(frame, faces))
+                    writer.write(draw_faces(frame, faces))
                 frames += 1
         except KeyboardInterrupt:
             print(f"interrupted after {frames} frames", file=sys.stderr)

@@ -18,46 +18,21 @@ Numpy only (no TensorFlow).
 from __future__ import annotations
 
 import csv
-import math
 import os
-import warnings
 from typing import Optional
 
 import numpy as np
 
+from fld.data.annotation_checks import (  # noqa: F401  (re-exported: the readers' API)
+    IMAGE_EXTENSIONS, OUTSIDE_MARGIN, AnnotationError, AnnotationWarning, BadEntries,
+    check_image, check_inside_image, parse_number)
 from fld.data.records import Record
 from fld.fileio import write_text_atomic
-from fld.images import image_size
 from fld.schemes import Scheme, adapt_landmarks, get_scheme
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 WFLW_NUM_POINTS = 98
 WFLW_ATTRIBUTES = ("pose", "expression", "illumination", "make_up", "occlusion", "blur")
-_MAX_REASONS = 3  # reasons quoted in the skip_bad summary warning
-# How far beyond its image's border a face's points may lie, in box sides (faces cut by
-# the border keep their points; a shifted or negated annotation does not pass).
-OUTSIDE_MARGIN = 0.25
-
-
-class AnnotationError(ValueError):
-    """An annotation file (or one entry of it) is malformed."""
-
-
-class AnnotationWarning(UserWarning):
-    """Bad annotations were skipped (``skip_bad=True``)."""
-
-
 # --- iBUG .pts ----------------------------------------------------------------------
-
-
-def _parse_number(token: str, where: str) -> float:
-    try:
-        value = float(token)
-    except ValueError:
-        raise AnnotationError(f"{where}: not a number: {token!r}") from None
-    if not math.isfinite(value):
-        raise AnnotationError(f"{where}: non-finite value {token!r}")
-    return value
 
 
 def read_pts(path: str) -> np.ndarray:
@@ -105,7 +80,7 @@ def read_pts(path: str) -> np.ndarray:
         tokens = line.split()
         if len(tokens) != 2:
             raise AnnotationError(f"{path}:{n}: expected 'x y', got {line!r}")
-        points.append([_parse_number(t, f"{path}:{n}") for t in tokens])
+        points.append([parse_number(t, f"{path}:{n}") for t in tokens])
     if not points:
         raise AnnotationError(f"{path}: no landmark points")
     if "n_points" in header:
@@ -140,32 +115,6 @@ def write_pts(path: str, landmarks: np.ndarray) -> None:
 # --- shared helpers -----------------------------------------------------------------
 
 
-class _BadEntries:
-    """Raises on the first bad entry, or (skip_bad) collects them for one warning."""
-
-    def __init__(self, source: str, skip_bad: bool):
-        self.source = source
-        self.skip_bad = skip_bad
-        self.reasons: list[str] = []
-
-    def handle(self, error: AnnotationError) -> None:
-        if not self.skip_bad:
-            raise error
-        self.reasons.append(str(error))
-
-    def finish(self, records: list[Record], total: int) -> list[Record]:
-        if not self.reasons:
-            return records
-        shown = "; ".join(self.reasons[:_MAX_REASONS])
-        more = len(self.reasons) - _MAX_REASONS
-        summary = (f"{self.source}: skipped {len(self.reasons)} bad annotation(s) of "
-                   f"{total}: {shown}" + (f"; and {more} more" if more > 0 else ""))
-        if not records:
-            raise AnnotationError(f"no usable annotations left. {summary}")
-        warnings.warn(summary, AnnotationWarning, stacklevel=3)
-        return records
-
-
 def _adapt(landmarks: np.ndarray, scheme: Optional[Scheme], where: str) -> np.ndarray:
     if scheme is None:
         return landmarks
@@ -181,35 +130,13 @@ def _subset(relative_path: str) -> str:
     return parts[0] if len(parts) > 1 and parts[0] not in ("", ".", "..") else ""
 
 
-def _check_image(image_path: str, where: str) -> None:
-    if not os.path.isfile(image_path):
-        raise AnnotationError(f"{where}: image file not found: {image_path}")
-
-
-def check_inside_image(image_path: str, landmarks: np.ndarray, where: str) -> None:
-    """AnnotationError unless the face lies in its image: the centre of its landmark box
-    inside the image, and no point more than ``OUTSIDE_MARGIN`` x the box's longer side
-    beyond the border. The size comes from the image header (no decoding), so an image
-    whose header cannot be read is reported here, before any training or scoring."""
-    try:
-        size = image_size(image_path)
-    except OSError as e:
-        raise AnnotationError(f"{where}: cannot read image {image_path} ({e})") from None
-    if size is None:
-        if image_path.lower().endswith(IMAGE_EXTENSIONS):
-            raise AnnotationError(f"{where}: image {image_path} has no readable header "
-                                  f"(corrupt or truncated)")
-        return   # a format without a header reader here: checked when decoded
-    width, height = size
-    low, high = landmarks.min(axis=0), landmarks.max(axis=0)
-    centre, margin = (low + high) / 2, OUTSIDE_MARGIN * float(np.max(high - low))
-    limit = np.array([width - 0.5, height - 0.5])
-    if not (np.all(centre >= -0.5) and np.all(centre <= limit)) or \
-            np.any(low < -0.5 - margin) or np.any(high > limit + margin):
-        raise AnnotationError(
-            f"{where}: the points (x {low[0]:.6g}..{high[0]:.6g}, y {low[1]:.6g}..{high[1]:.6g})"
-            f" lie outside the {width}x{height} image {os.path.basename(image_path)} (allowed:"
-            f" box centre inside, points up to {OUTSIDE_MARGIN:g} x the box side beyond)")
+def _face_record(image_path: str, landmarks: np.ndarray, scheme: Optional[Scheme], where: str,
+                 subset: str, box=None, attributes=None) -> Record:
+    """The checked Record of one face: its image exists, its points lie in it, and they
+    fit ``scheme``."""
+    check_image(image_path, where)
+    check_inside_image(image_path, landmarks, where)
+    return Record(image_path, _adapt(landmarks, scheme, where), box, subset, attributes)
 
 
 def _resolve_scheme(scheme) -> Optional[Scheme]:
@@ -245,7 +172,7 @@ def read_pts_dir(root: str, scheme=None, skip_bad: bool = False) -> list[Record]
         raise AnnotationError(f"{root}: no .pts annotation files in this folder or below")
     found.sort(key=lambda item: item[0])
 
-    bad = _BadEntries(root, skip_bad)
+    bad = BadEntries(root, skip_bad)
     records = []
     for pts_path, images in found:
         try:
@@ -289,7 +216,7 @@ def read_wflw(annotation_txt: str, image_root: str, skip_bad: bool = False,
     if not entries:
         raise AnnotationError(f"{annotation_txt}: no annotation lines")
 
-    bad = _BadEntries(annotation_txt, skip_bad)
+    bad = BadEntries(annotation_txt, skip_bad)
     records = []
     for n, line in entries:
         where = f"{annotation_txt}:{n}"
@@ -299,7 +226,7 @@ def read_wflw(annotation_txt: str, image_root: str, skip_bad: bool = False,
                 raise AnnotationError(
                     f"{where}: expected {n_numbers} numbers and an image path "
                     f"({n_numbers + 1} fields), got {len(tokens)} fields")
-            values = [_parse_number(t, where) for t in tokens[:n_numbers]]
+            values = [parse_number(t, where) for t in tokens[:n_numbers]]
             k2 = 2 * WFLW_NUM_POINTS
             landmarks = np.asarray(values[:k2], np.float32).reshape(-1, 2)
             box = np.asarray(values[k2:k2 + 4], np.float32)
@@ -307,12 +234,9 @@ def read_wflw(annotation_txt: str, image_root: str, skip_bad: bool = False,
             if any(v != int(v) for v in flags):
                 raise AnnotationError(f"{where}: attribute flags must be integers, got {flags}")
             relative = tokens[-1].strip()
-            image_path = os.path.join(image_root, relative)
-            _check_image(image_path, where)
-            check_inside_image(image_path, landmarks, where)
-            records.append(Record(
-                image_path, _adapt(landmarks, scheme, where), box, _subset(relative),
-                dict(zip(WFLW_ATTRIBUTES, (int(v) for v in flags)))))
+            records.append(_face_record(
+                os.path.join(image_root, relative), landmarks, scheme, where, _subset(relative),
+                box, dict(zip(WFLW_ATTRIBUTES, (int(v) for v in flags)))))
         except AnnotationError as e:
             bad.handle(e)
     return bad.finish(records, len(entries))
@@ -350,7 +274,7 @@ def read_csv(path: str, image_root: Optional[str] = None, skip_bad: bool = False
     if not body:
         raise AnnotationError(f"{path}: no annotation rows after the header")
 
-    bad = _BadEntries(path, skip_bad)
+    bad = BadEntries(path, skip_bad)
     records = []
     for n, row in body:
         where = f"{path}:{n}"
@@ -358,14 +282,11 @@ def read_csv(path: str, image_root: Optional[str] = None, skip_bad: bool = False
             if len(row) != len(header):
                 raise AnnotationError(
                     f"{where}: expected {len(header)} columns like the header, got {len(row)}")
-            values = [_parse_number(cell.strip(), where) for cell in row[1:]]
+            values = [parse_number(cell.strip(), where) for cell in row[1:]]
             relative = row[0].strip()
-            image_path = os.path.join(base, relative)
-            _check_image(image_path, where)
-            landmarks = np.asarray(values, np.float32).reshape(-1, 2)
-            check_inside_image(image_path, landmarks, where)
-            records.append(Record(image_path, _adapt(landmarks, scheme, where), None,
-                                  _subset(relative)))
+            records.append(_face_record(
+                os.path.join(base, relative), np.asarray(values, np.float32).reshape(-1, 2),
+                scheme, where, _subset(relative)))
         except AnnotationError as e:
             bad.handle(e)
     return bad.finish(records, len(body))

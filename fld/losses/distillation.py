@@ -4,10 +4,10 @@ Two forms (METHOD.md section 5; Hong & Lin, arXiv 2404.06029):
 
 * ``"mse"`` (default, the authors' code): ``weight * mean((student - teacher)^2)`` over the
   fused heatmaps, weight 100.
-* ``"paper"`` (the paper's equation): ``weight * sum_k ||student_k - teacher_k||_2`` per
+* ``"l2_sum"`` (the paper's equation): ``weight * sum_k ||student_k - teacher_k||_2`` per
   sample, the (non-squared) L2 distance between each landmark's heatmaps, summed over
   landmarks; weight 1. The paper also sums over samples: ``call`` returns per-sample values,
-  so pass ``reduction="sum"`` for the paper's batch sum (the Distiller always averages over
+  so pass ``reduction="sum"`` for the paper's batch sum (the LandmarkTrainer always averages over
   the global batch, so the batch size does not change the effective weight).
 
 ``y_true`` is the teacher's heatmap, ``y_pred`` the student's, both (B, H, W, K).
@@ -18,8 +18,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-FORMS = ("mse", "paper")
-DEFAULT_WEIGHTS = {"mse": 100.0, "paper": 1.0}
+FORMS = ("mse", "l2_sum")
+DEFAULT_WEIGHTS = {"mse": 100.0, "l2_sum": 1.0}
 
 
 def _safe_norm(x, axis):
@@ -34,8 +34,8 @@ class HeatmapDistillationLoss(keras.losses.Loss):
     """L_KD between teacher (``y_true``) and student (``y_pred``) heatmaps.
 
     Args:
-        form: ``"mse"`` (code, default) or ``"paper"`` (summed per-landmark L2 distance).
-        weight: multiplier; None picks the form's default (100 for ``mse``, 1 for ``paper``).
+        form: ``"mse"`` (code, default) or ``"l2_sum"`` (summed per-landmark L2 distance).
+        weight: multiplier; None picks the form's default (100 for ``mse``, 1 for ``l2_sum``).
         name, reduction, dtype: as for ``keras.losses.Loss``.
     """
 

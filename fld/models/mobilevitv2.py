@@ -30,7 +30,6 @@ Deviations from the reference, for int8 on tflite-runtime <= 2.14:
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import layers, ops
 
 from fld.models.layers import SampleNormalization

@@ -6,28 +6,28 @@ All files are written atomically (``fld.fileio.atomic_path``).
 
 from __future__ import annotations
 
-import io
 import os
 
 import keras
 import numpy as np
 from keras import ops
 
+from fld import drawing
 from fld.fileio import atomic_path
 
 
 class EMASwap(keras.callbacks.Callback):
     """Validates with the EMA weights: swaps them in for ``evaluate`` and back after."""
 
-    def __init__(self, distiller):
+    def __init__(self, trainer_model):
         super().__init__()
-        self.distiller = distiller
+        self.trainer_model = trainer_model
 
     def on_test_begin(self, logs=None):
-        self.distiller.swap_ema_weights()
+        self.trainer_model.swap_ema_weights()
 
     def on_test_end(self, logs=None):
-        self.distiller.swap_ema_weights()
+        self.trainer_model.swap_ema_weights()
 
 
 def current_learning_rate(optimizer) -> float:
@@ -38,16 +38,16 @@ def current_learning_rate(optimizer) -> float:
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds ``lr_head`` (and ``lr_backbone``) to the epoch logs (place before TensorBoard)."""
 
-    def __init__(self, distiller):
+    def __init__(self, trainer_model):
         super().__init__()
-        self.distiller = distiller
+        self.trainer_model = trainer_model
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        logs["lr_head"] = current_learning_rate(self.distiller.optimizer)
-        if self.distiller.backbone_optimizer is not None:
-            logs["lr_backbone"] = current_learning_rate(self.distiller.backbone_optimizer)
+        logs["lr_head"] = current_learning_rate(self.trainer_model.optimizer)
+        if self.trainer_model.backbone_optimizer is not None:
+            logs["lr_backbone"] = current_learning_rate(self.trainer_model.backbone_optimizer)
 
 
 # --- TensorBoard (core TF only: the ``tensorboard`` package is not required) ----------------
@@ -113,32 +113,20 @@ class ScalarLogger(keras.callbacks.Callback):
 def draw_predictions_png(images, true_xy, pred_xy, columns: int = 4, title: str = "") -> bytes:
     """A PNG grid of faces with true (green) and predicted (red) points, as bytes.
 
-    ``images`` (N, S, S, 3) in [-1, 1]; points (N, K, 2) in input pixels.
+    ``images`` (N, S, S, 3) in [-1, 1]; points (N, K, 2) in input pixels. Faces smaller
+    than 160 px are enlarged by an integer factor so the points stay apart.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    n = len(images)
-    columns = min(columns, n)
-    rows = (n + columns - 1) // columns
-    fig = Figure(figsize=(2.5 * columns, 2.5 * rows), dpi=80)
-    FigureCanvasAgg(fig)
-    size = images.shape[1]
-    for i in range(n):
-        ax = fig.add_subplot(rows, columns, i + 1)
-        ax.imshow(np.clip((np.asarray(images[i]) + 1.0) / 2.0, 0, 1),
-                  extent=(-0.5, size - 0.5, size - 0.5, -0.5))
-        ax.scatter(true_xy[i, :, 0], true_xy[i, :, 1], s=5, c="lime", linewidths=0)
-        ax.scatter(pred_xy[i, :, 0], pred_xy[i, :, 1], s=5, c="red", linewidths=0)
-        ax.set_xlim(-0.5, size - 0.5)
-        ax.set_ylim(size - 0.5, -0.5)
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    factor = max(1, -(-160 // images.shape[1]))
+    tiles = []
+    for image, true, pred in zip(images, true_xy, pred_xy):
+        tile = drawing.model_input_to_bgr(image)
+        if factor > 1:
+            tile = np.kron(tile, np.ones((factor, factor, 1), np.uint8))
+        # Pixel centres move to (x + 0.5) * factor - 0.5 under pixel replication.
+        true, pred = ((np.asarray(xy) + 0.5) * factor - 0.5 for xy in (true, pred))
+        tiles.append(drawing.compare_tile(tile, true, pred, radius=1.5))
+    canvas = drawing.with_title(drawing.grid(tiles, columns), title)
+    return drawing.encode_png(canvas)
 
 
 class SampleImages(keras.callbacks.Callback):
@@ -149,7 +137,7 @@ class SampleImages(keras.callbacks.Callback):
     the codec's sub-pixel decode.
 
     Args:
-        distiller: the ``Distiller``.
+        trainer_model: the ``LandmarkTrainer``.
         images: (N, S, S, 3) validation images in [-1, 1].
         landmarks: (N, K, 2) their landmarks in heatmap cells (the pipeline's target).
         codec: the ``HeatmapCodec`` (decode and heatmap -> pixel mapping).
@@ -158,11 +146,11 @@ class SampleImages(keras.callbacks.Callback):
         decode_method: ``fld.codec`` decode of the fused heatmaps.
     """
 
-    def __init__(self, distiller, images, landmarks, codec, log_dir=None, png_path=None,
+    def __init__(self, trainer_model, images, landmarks, codec, log_dir=None, png_path=None,
                  decode_method="soft_argmax"):
         super().__init__()
         self.decode_method = decode_method
-        self.distiller = distiller
+        self.trainer_model = trainer_model
         self.images = np.asarray(images, np.float32)
         self.true_xy = codec.to_image(np.asarray(landmarks, np.float32))
         self.codec = codec
@@ -171,7 +159,7 @@ class SampleImages(keras.callbacks.Callback):
         self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
-        with self.distiller.ema_weights() as student:
+        with self.trainer_model.ema_weights() as student:
             fused = ops.convert_to_numpy(student(self.images, training=False)["fused"])
         pred = self.codec.decode_to_image(fused, self.decode_method)
         png = draw_predictions_png(self.images, self.true_xy, pred,

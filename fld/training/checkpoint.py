@@ -4,7 +4,7 @@ All files are written atomically (``fld.fileio.atomic_path``): a kill -9 at any 
 leaves the previous complete file or the new one.
 
 The resumable state is ONE file, ``state.npz``: every student weight (BN statistics
-included), the Distiller's EMA variables, the variables of both optimizers (iteration
+included), the LandmarkTrainer's EMA variables, the variables of both optimizers (iteration
 counts, moments) and a JSON ``meta`` record (epochs done, steps done in the current
 epoch and that epoch's loss sums so far, best validation score, the per-epoch history).
 Being one file, it cannot be half updated.
@@ -24,20 +24,20 @@ from keras import ops
 from fld.fileio import atomic_path
 
 
-def _state_groups(distiller) -> dict:
+def _state_groups(trainer_model) -> dict:
     """Name -> list of variables saved in the training state (fixed order)."""
-    groups = {"student": list(distiller.student.weights), "optimizer": distiller.optimizer.variables}
-    if distiller.backbone_optimizer is not None:
-        groups["backbone_optimizer"] = distiller.backbone_optimizer.variables
-    if distiller.ema_vars:
-        groups["ema"] = list(distiller.ema_vars) + [distiller.ema_updates]
+    groups = {"student": list(trainer_model.student.weights), "optimizer": trainer_model.optimizer.variables}
+    if trainer_model.backbone_optimizer is not None:
+        groups["backbone_optimizer"] = trainer_model.backbone_optimizer.variables
+    if trainer_model.ema_vars:
+        groups["ema"] = list(trainer_model.ema_vars) + [trainer_model.ema_updates]
     return groups
 
 
-def save_training_state(distiller, path: str, meta: dict) -> None:
+def save_training_state(trainer_model, path: str, meta: dict) -> None:
     """Writes every variable of the training state plus ``meta`` to ``path`` (.npz)."""
     arrays = {"meta": np.array(json.dumps(meta))}
-    for group, variables in _state_groups(distiller).items():
+    for group, variables in _state_groups(trainer_model).items():
         for i, v in enumerate(variables):
             arrays[f"{group}/{i:05d}"] = np.asarray(ops.convert_to_numpy(v.value))
     with atomic_path(path) as tmp:
@@ -45,16 +45,16 @@ def save_training_state(distiller, path: str, meta: dict) -> None:
             np.savez(f, **arrays)
 
 
-def load_training_state(distiller, path: str) -> dict:
+def load_training_state(trainer_model, path: str) -> dict:
     """Restores the variables written by ``save_training_state``; returns its ``meta``.
 
-    The optimizers must be built (``Distiller.compile`` with a backbone optimizer builds
+    The optimizers must be built (``LandmarkTrainer.compile`` with a backbone optimizer builds
     both; otherwise ``optimizer.build(student.trainable_variables)``). Raises ValueError
     if the file does not match the model (other preset, scheme or EMA setting).
     """
     with np.load(path, allow_pickle=False) as data:
         stored = {k: data[k] for k in data.files}
-    for group, variables in _state_groups(distiller).items():
+    for group, variables in _state_groups(trainer_model).items():
         keys = sorted(k for k in stored if k.startswith(group + "/"))
         if len(keys) != len(variables):
             raise ValueError(f"{path}: holds {len(keys)} {group} variables, the model has "
@@ -77,7 +77,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
       steps done in that epoch (the trainer skips them on resume).
 
     Args:
-        distiller: the ``Distiller`` being trained.
+        trainer_model: the ``LandmarkTrainer`` being trained.
         work_dir: folder of ``state.npz``, ``best.keras`` and ``history.csv``.
         steps_per_epoch: optimizer steps in one full epoch.
         every_steps: mid-epoch state interval (0 = only at epoch ends).
@@ -86,10 +86,10 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         write: False on non-chief workers (nothing is written).
     """
 
-    def __init__(self, distiller, work_dir: str, steps_per_epoch: int, every_steps: int = 0,
+    def __init__(self, trainer_model, work_dir: str, steps_per_epoch: int, every_steps: int = 0,
                  monitor: str = "val_nme", write: bool = True):
         super().__init__()
-        self.distiller = distiller
+        self.trainer_model = trainer_model
         self.state_path = os.path.join(work_dir, "state.npz")
         self.best_path = os.path.join(work_dir, "best.keras")
         self.history_path = os.path.join(work_dir, "history.csv")
@@ -110,16 +110,16 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         # that a resumed epoch logs the loss of all its steps, not only those after resume.
         partial = {} if steps_done == 0 else {
             name: [float(ops.convert_to_numpy(t.total)), float(ops.convert_to_numpy(t.count))]
-            for name, t in self.distiller.trackers.items()}
+            for name, t in self.trainer_model.trackers.items()}
         return dict(epoch=epochs_done, step=steps_done, best=self.best,
                     best_epoch=self.best_epoch, history=self.history, partial_sums=partial,
-                    iterations=int(ops.convert_to_numpy(self.distiller.optimizer.iterations)))
+                    iterations=int(ops.convert_to_numpy(self.trainer_model.optimizer.iterations)))
 
     def restore(self) -> dict | None:
         """Loads ``state.npz`` if present; returns its meta (None = fresh start)."""
         if not os.path.exists(self.state_path):
             return None
-        meta = load_training_state(self.distiller, self.state_path)
+        meta = load_training_state(self.trainer_model, self.state_path)
         self.best = float(meta["best"])
         self.best_epoch = int(meta["best_epoch"])
         self.history = list(meta["history"])
@@ -129,13 +129,13 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     def save_state(self, epochs_done: int, steps_done: int) -> None:
         meta = self.meta(epochs_done, steps_done)   # every worker: the loss sums are all-reduced
         if self.write:
-            save_training_state(self.distiller, self.state_path, meta)
+            save_training_state(self.trainer_model, self.state_path, meta)
 
     # callback hooks
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         for name, (total, count) in self._partial.items():   # after fit's metric reset
-            tracker = self.distiller.trackers.get(name)
+            tracker = self.trainer_model.trackers.get(name)
             if tracker is not None:
                 tracker.total.assign(total)
                 tracker.count.assign(count)
@@ -156,7 +156,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         if score < self.best:
             self.best, self.best_epoch = score, epoch + 1
             if self.write:
-                with self.distiller.ema_weights() as student, atomic_path(self.best_path) as tmp:
+                with self.trainer_model.ema_weights() as student, atomic_path(self.best_path) as tmp:
                     student.save(tmp)
         if self.write:
             self._write_history()

@@ -65,14 +65,14 @@ def is_chief(strategy) -> bool:
 
 
 def build_distiller(config: TrainConfig, steps_per_epoch: int, strategy, student=None):
-    """Student (+ teacher), Distiller and its two AdamW optimizers, inside the strategy scope.
+    """Student (+ teacher), LandmarkTrainer and its two AdamW optimizers, inside the strategy scope.
 
     ``student`` overrides the preset (tests pass tiny models): a model, or a function
     returning one, called inside the scope.
     """
     import keras
 
-    from fld.training.distiller import Distiller
+    from fld.training.landmark_trainer import LandmarkTrainer
     from fld.training.schedules import WarmupCosine
 
     total = max(1, config.epochs * steps_per_epoch)
@@ -91,7 +91,7 @@ def build_distiller(config: TrainConfig, steps_per_epoch: int, strategy, student
             raise ValueError(f"teacher fused maps {teacher.output['fused'].shape[1:]} != "
                              f"student's {student.output['fused'].shape[1:]}")
         backbone = find_backbone(student)
-        distiller = Distiller(
+        trainer_model = LandmarkTrainer(
             student, teacher, scheme=config.scheme, star_weight=config.star_weight,
             point_weight=config.point_weight, edge_weight=config.edge_weight,
             kd_weight=config.kd_weight, kd_form=config.kd_form, backbone=backbone,
@@ -106,11 +106,11 @@ def build_distiller(config: TrainConfig, steps_per_epoch: int, strategy, student
                 weight_decay=config.wd_backbone, name="backbone_adamw")
         else:
             log.warning("no backbone layer found: one optimizer (head settings) for all")
-        distiller.compile(optimizer=head_opt, backbone_optimizer=backbone_opt,
+        trainer_model.compile(optimizer=head_opt, backbone_optimizer=backbone_opt,
                           jit_compile=config.jit_compile)
         if backbone_opt is None:
             head_opt.build(student.trainable_variables)
-    return distiller
+    return trainer_model
 
 
 def epoch_dataset(data: Data, config: TrainConfig, epoch: int, steps: int, skip: int = 0):
@@ -132,7 +132,7 @@ class TrainResult:
     best_epoch: int
     best_path: str
     history: list
-    distiller: object
+    trainer_model: object
 
 
 def _check_resumed_flags(path: str, config: TrainConfig) -> None:
@@ -170,7 +170,7 @@ def train(config: TrainConfig, student=None, command: str = "", verbose=None) ->
     """Trains (stage 1) or distils (stage 2, ``config.teacher`` set); resumes if possible.
 
     Returns the best validation NME (or training loss without validation), its epoch,
-    the path of ``best.keras``, the history and the Distiller.
+    the path of ``best.keras``, the history and the LandmarkTrainer.
     """
     import keras
     import numpy as np
@@ -199,19 +199,19 @@ def train(config: TrainConfig, student=None, command: str = "", verbose=None) ->
     steps = len(data.train) // config.batch_size
     if config.steps_per_epoch:
         steps = min(steps, config.steps_per_epoch)
-    distiller = build_distiller(config, steps, strategy, student=student)
+    trainer_model = build_distiller(config, steps, strategy, student=student)
 
     if config.init_from:
-        init = init_student_weights(distiller.student, config.init_from, data.train)
+        init = init_student_weights(trainer_model.student, config.init_from, data.train)
         print(f"init_from {config.init_from}: {len(init['copied'])} layers copied "
               f"({init['copied_params']:,} weights), {len(init['skipped'])} left at their "
               f"initial values" + (f" ({', '.join(init['skipped'][:8])}"
                                    f"{', ...' if len(init['skipped']) > 8 else ''})"
                                    if init["skipped"] else ""), flush=True)
-        if distiller.ema_vars:  # the average starts from the copied weights
-            for ema, var in zip(distiller.ema_vars, distiller.student.trainable_variables):
+        if trainer_model.ema_vars:  # the average starts from the copied weights
+            for ema, var in zip(trainer_model.ema_vars, trainer_model.student.trainable_variables):
                 ema.assign(var.value)
-    checkpoint = TrainingCheckpoint(distiller, work_dir, steps,
+    checkpoint = TrainingCheckpoint(trainer_model, work_dir, steps,
                                        every_steps=config.checkpoint_every_steps, write=chief)
     meta = checkpoint.restore()
     first_epoch, skip = (0, 0) if meta is None else (meta["epoch"], meta["step"])
@@ -224,8 +224,8 @@ def train(config: TrainConfig, student=None, command: str = "", verbose=None) ->
 
     val_ds = None
     log_dir = os.path.join(work_dir, "logs")
-    callbacks = [cb.EMASwap(distiller)] if distiller.ema_vars else []
-    callbacks += [cb.LearningRateLogger(distiller), checkpoint]
+    callbacks = [cb.EMASwap(trainer_model)] if trainer_model.ema_vars else []
+    callbacks += [cb.LearningRateLogger(trainer_model), checkpoint]
     if data.val is not None:
         val_ds = make_dataset(data.val, data.codec, batch_size=config.batch_size,
                               training=False)
@@ -233,7 +233,7 @@ def train(config: TrainConfig, student=None, command: str = "", verbose=None) ->
         n = max(0, config.num_sample_images)
         if n and chief:
             callbacks.append(cb.SampleImages(
-                distiller, np.asarray(sample_images)[:n],
+                trainer_model, np.asarray(sample_images)[:n],
                 np.asarray(sample_targets["landmarks"])[:n], data.codec, log_dir,
                 os.path.join(work_dir, "samples.png"), decode_method=config.decode))
     if chief:
@@ -246,8 +246,8 @@ def train(config: TrainConfig, student=None, command: str = "", verbose=None) ->
         checkpoint.skip = skip
         callback_list = keras.callbacks.CallbackList(
             callbacks, add_history=True, add_progbar=verbose != 0, verbose=verbose,
-            epochs=config.epochs, steps=steps - skip, model=distiller)
-        distiller.fit(epoch_dataset(data, config, epoch, steps, skip), epochs=epoch + 1,
+            epochs=config.epochs, steps=steps - skip, model=trainer_model)
+        trainer_model.fit(epoch_dataset(data, config, epoch, steps, skip), epochs=epoch + 1,
                       initial_epoch=epoch, validation_data=val_ds, callbacks=callback_list,
                       verbose=verbose, shuffle=False)
         skip = 0
@@ -257,4 +257,4 @@ def train(config: TrainConfig, student=None, command: str = "", verbose=None) ->
           f"{checkpoint.best:.5f} at epoch {checkpoint.best_epoch}; best model: {best_path}",
           flush=True)
     return TrainResult(checkpoint.best, checkpoint.best_epoch, best_path, checkpoint.history,
-                       distiller)
+                       trainer_model)

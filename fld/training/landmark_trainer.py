@@ -13,14 +13,14 @@ and divided by the GLOBAL batch size (summed over replicas), so gradients summed
 with ``training=False`` (keras-io's knowledge-distillation example does the same).
 
 Validation NME decodes ``fused`` with ``fld.codec.decode_ops`` (by default ``soft_argmax``:
-the fused map's mean, which is what STAR trains). With ``ema_momentum > 0`` the Distiller
+the fused map's mean, which is what STAR trains). With ``ema_momentum > 0`` the LandmarkTrainer
 keeps an exponential moving average of the student's trainable weights in its own non-
 trainable variables, updated at the end of every ``train_step`` (so they live, and are
 checkpointed, with the optimizer state); ``ema_weights()`` swaps them in, e.g. for
 validation and for saving the best student.
 
-Construct the Distiller (and the models) under ``strategy.scope()`` when distributing.
-``distiller.student`` is the plain Keras model to save and export. TensorFlow backend only
+Construct the LandmarkTrainer (and the models) under ``strategy.scope()`` when distributing.
+``trainer_model.student`` is the plain Keras model to save and export. TensorFlow backend only
 (``tf.GradientTape``).
 """
 
@@ -35,20 +35,11 @@ from keras import ops
 
 from fld.codec import decode_ops
 from fld.losses import AAMLoss, HeatmapDistillationLoss, STARLoss
-
-
-def inter_ocular_nme(pred, target, io_indices):
-    """Per-sample NME (B,): mean point error / distance between target[io0] and target[io1]."""
-    pred = ops.cast(pred, "float32")
-    target = ops.cast(target, "float32")
-    err = ops.mean(ops.sqrt(ops.sum(ops.square(pred - target), axis=-1)), axis=-1)
-    i, j = io_indices
-    norm = ops.sqrt(ops.sum(ops.square(target[:, i] - target[:, j]), axis=-1))
-    return err / ops.maximum(norm, 1e-6)
+from fld.training.nme_metric import NormalizedMeanError
 
 
 @keras.saving.register_keras_serializable(package="fld")
-class Distiller(keras.Model):
+class LandmarkTrainer(keras.Model):
     """Trains ``student`` with STAR + AAM losses, plus heatmap KD from a frozen ``teacher``.
 
     Data: ``(images, targets[, sample_weight])`` with targets a dict holding ``heatmaps``
@@ -71,9 +62,9 @@ class Distiller(keras.Model):
         io_indices: optional (i, j) NME normalisation points; overrides ``scheme``.
         star_weight: weight of L_STAR (1).
         point_weight, edge_weight: L_AAM weights (10, 10).
-        kd_weight: L_KD weight; None = the form's default (100 for ``mse``, 1 for ``paper``).
-        kd_form: ``"mse"`` (authors' code, default) or ``"paper"``.
-        star_w: STAR's eigenvalue-restriction weight (1).
+        kd_weight: L_KD weight; None = the form's default (100 for ``mse``, 1 for ``l2_sum``).
+        kd_form: ``"mse"`` (authors' code, default) or ``"l2_sum"`` (the paper's equation).
+        star_eigen_weight: STAR's eigenvalue-restriction weight (1).
         backbone: optional layer of the student whose variables use ``backbone_optimizer``.
         ema_momentum: EMA decay of the student's trainable weights (0 = no EMA). The decay
             used at update n is ``min(ema_momentum, (1 + n) / (10 + n))`` (a warm-up, as in
@@ -93,7 +84,7 @@ class Distiller(keras.Model):
         edge_weight=10.0,
         kd_weight=None,
         kd_form="mse",
-        star_w=1.0,
+        star_eigen_weight=1.0,
         backbone=None,
         ema_momentum=0.0,
         decode_method="soft_argmax",
@@ -101,7 +92,7 @@ class Distiller(keras.Model):
     ):
         super().__init__(**kwargs)
         if not 0.0 <= float(ema_momentum) < 1.0:
-            raise ValueError(f"Distiller: ema_momentum must be in [0, 1), got {ema_momentum}")
+            raise ValueError(f"LandmarkTrainer: ema_momentum must be in [0, 1), got {ema_momentum}")
         self.student = student
         self.teacher = teacher
         if teacher is not None:
@@ -113,7 +104,7 @@ class Distiller(keras.Model):
             io_indices = get_scheme(scheme).io_indices
         self.io_indices = None if io_indices is None else tuple(int(i) for i in io_indices)
         self.star_weight = float(star_weight)
-        self.star_loss = STARLoss(w=star_w)
+        self.star_loss = STARLoss(w=star_eigen_weight)
         self.aam_loss = AAMLoss(point_weight=point_weight, edge_weight=edge_weight)
         self.kd_loss = HeatmapDistillationLoss(form=kd_form, weight=kd_weight)
         backbone = backbone if backbone is not None else getattr(student, "backbone", None)
@@ -129,19 +120,16 @@ class Distiller(keras.Model):
             edge_weight=edge_weight,
             kd_weight=kd_weight,
             kd_form=kd_form,
-            star_w=star_w,
+            star_eigen_weight=star_eigen_weight,
             ema_momentum=ema_momentum,
             decode_method=decode_method,
         )
         self.decode_method = decode_method
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self.nme_tracker = None
-        if scheme is not None and io_indices_arg is None:
-            from fld.training.nme_metric import NormalizedMeanError
-
-            self.nme_tracker = NormalizedMeanError(scheme=scheme, name="nme")
-        elif self.io_indices:
-            self.nme_tracker = keras.metrics.Mean(name="nme")
+        if scheme is not None or self.io_indices:
+            self.nme_tracker = NormalizedMeanError(scheme=scheme, io_indices=io_indices_arg,
+                                                   name="nme")
         self.ema_momentum = float(ema_momentum)
         self.ema_vars = []
         if self.ema_momentum > 0:
@@ -190,7 +178,7 @@ class Distiller(keras.Model):
         self.backbone_optimizer = None
         if backbone_optimizer is not None:
             if self._backbone is None:
-                raise ValueError("Distiller: backbone_optimizer needs a backbone layer")
+                raise ValueError("LandmarkTrainer: backbone_optimizer needs a backbone layer")
             self.backbone_optimizer = keras.optimizers.get(backbone_optimizer)
             backbone_vars, head_vars = self._split(self.student.trainable_variables)
             self.backbone_optimizer.build(backbone_vars)
@@ -312,11 +300,7 @@ class Distiller(keras.Model):
         self._update_trackers(terms)
         if self.nme_tracker is not None:
             pred = decode_ops(ops.cast(outputs["fused"], "float32"), self.decode_method)
-            if isinstance(self.nme_tracker, keras.metrics.Mean):
-                nme = inter_ocular_nme(pred, y["landmarks"], self.io_indices)
-                self.nme_tracker.update_state(nme, sample_weight=sample_weight)
-            else:  # the streaming NormalizedMeanError (scheme's normaliser)
-                self.nme_tracker.update_state(y["landmarks"], pred, sample_weight=sample_weight)
+            self.nme_tracker.update_state(y["landmarks"], pred, sample_weight=sample_weight)
         return self._step_logs(self.metrics)
 
     @staticmethod

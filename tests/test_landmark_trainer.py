@@ -1,4 +1,4 @@
-"""Tests for fld.training.Distiller on tiny functional models (16x16 maps, K=5, E=2)."""
+"""Tests for fld.training.LandmarkTrainer on tiny functional models (16x16 maps, K=5, E=2)."""
 
 import os
 import subprocess
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from fld.codec import decode_ops
-from fld.training import Distiller, inter_ocular_nme
+from fld.training import LandmarkTrainer
+from fld.training.nme_metric import NormalizedMeanError
 from tests.helpers import REPO, synthetic_batch, tiny_model
 
 def _weights(model):
@@ -20,7 +21,7 @@ def _weights(model):
 def test_distillation_step_freezes_teacher_and_updates_student():
     teacher, student = tiny_model(1, 12, "teacher"), tiny_model(2, 8, "student")
     before_t, before_s = _weights(teacher), _weights(student)
-    model = Distiller(student, teacher, io_indices=(0, 1))
+    model = LandmarkTrainer(student, teacher, io_indices=(0, 1))
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     images, targets = synthetic_batch()
     logs = model.train_on_batch(images, targets, return_dict=True)
@@ -38,7 +39,7 @@ def test_distillation_step_freezes_teacher_and_updates_student():
 def test_kd_term_matches_weighted_mse_of_fused():
     teacher, student = tiny_model(1, name="teacher"), tiny_model(2, name="student")
     images, targets = synthetic_batch()
-    model = Distiller(student, teacher, kd_weight=7.0)
+    model = LandmarkTrainer(student, teacher, kd_weight=7.0)
     model.compile(optimizer="sgd")
     logs = model.test_on_batch(images, targets, return_dict=True)
     s = student(images, training=False)["fused"]
@@ -48,7 +49,7 @@ def test_kd_term_matches_weighted_mse_of_fused():
 
 def test_without_teacher_is_supervised_and_loss_falls():
     student = tiny_model(3)
-    model = Distiller(student, io_indices=(0, 1))
+    model = LandmarkTrainer(student, io_indices=(0, 1))
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     images, targets = synthetic_batch()
     history = model.fit(images, targets, batch_size=4, epochs=30, verbose=0, shuffle=False)
@@ -63,7 +64,7 @@ def test_without_teacher_is_supervised_and_loss_falls():
 
 def test_call_delegates_to_student_and_student_saves(tmp_path):
     student = tiny_model(4)
-    model = Distiller(student)
+    model = LandmarkTrainer(student)
     images, _ = synthetic_batch(2)
     out = model(images)
     np.testing.assert_allclose(out["fused"], student(images)["fused"])
@@ -74,17 +75,17 @@ def test_call_delegates_to_student_and_student_saves(tmp_path):
 
 
 def test_config_round_trip():
-    model = Distiller(tiny_model(1, name="student"), tiny_model(2, name="teacher"),
-                      io_indices=(0, 1), kd_form="paper", star_weight=2.0)
-    restored = Distiller.from_config(model.get_config())
-    assert restored.kd_loss.form == "paper" and restored.star_weight == 2.0
+    model = LandmarkTrainer(tiny_model(1, name="student"), tiny_model(2, name="teacher"),
+                      io_indices=(0, 1), kd_form="l2_sum", star_weight=2.0)
+    restored = LandmarkTrainer.from_config(model.get_config())
+    assert restored.kd_loss.form == "l2_sum" and restored.star_weight == 2.0
     assert restored.io_indices == (0, 1) and not restored.teacher.trainable
     assert restored.student.name == "student"
 
 
 def test_separate_backbone_optimizer():
     student = tiny_model(5)
-    model = Distiller(student, backbone=student.get_layer("stem"))
+    model = LandmarkTrainer(student, backbone=student.get_layer("stem"))
     model.compile(
         optimizer=keras.optimizers.SGD(0.1), backbone_optimizer=keras.optimizers.SGD(0.0)
     )
@@ -102,8 +103,9 @@ def test_argmax_decode_and_validation_nme_golden():
     np.testing.assert_array_equal(pred, [[[2, 1], [5, 3], [0, 0]]])
     target = pred + np.array([[[3.0, 4.0], [0.0, 0.0], [0.0, 0.0]]], np.float32)  # errors 5, 0, 0
     io = np.linalg.norm(target[0, 0] - target[0, 1])
-    nme = np.asarray(inter_ocular_nme(pred, target, (0, 1)))
-    np.testing.assert_allclose(nme, [5.0 / 3.0 / io], rtol=1e-6)
+    metric = NormalizedMeanError(scheme=None, io_indices=(0, 1))  # the LandmarkTrainer's validation NME
+    metric.update_state(target, pred)
+    np.testing.assert_allclose(float(metric.result()), 5.0 / 3.0 / io, rtol=1e-6)
 
 
 MIRRORED_SCRIPT = textwrap.dedent(
@@ -112,7 +114,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from fld.training import Distiller
+    from fld.training import LandmarkTrainer
     from tests.helpers import tiny_model, synthetic_batch
 
     images, targets = synthetic_batch(4)
@@ -120,7 +122,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
         with strategy.scope():
             teacher = tiny_model(1, 12, "teacher", batchnorm=False)
             student = tiny_model(2, 8, "student", batchnorm=False)
-            model = Distiller(student, teacher)
+            model = LandmarkTrainer(student, teacher)
             model.compile(optimizer=keras.optimizers.SGD(0.1))
         logs = model.fit(images, targets, batch_size=4, epochs=1, shuffle=False, verbose=0)
         return logs.history["loss"][0], [np.array(w) for w in student.weights]
@@ -166,7 +168,7 @@ def test_resumed_distillation_reloads_the_teacher_and_matches_one_run(data_300w,
     trainer.train(split, student=tiny_detector(), verbose=0)
     resumed = trainer.train(dataclasses.replace(split, epochs=2), student=tiny_detector(),
                             verbose=0)
-    teacher = resumed.distiller.teacher
+    teacher = resumed.trainer_model.teacher
     assert teacher is not None and not teacher.trainable
     assert len(teacher.weights) == len(saved_teacher.weights)
     for a, b in zip(saved_teacher.weights, teacher.weights):  # untouched by 2 epochs
@@ -180,6 +182,6 @@ def test_resumed_distillation_reloads_the_teacher_and_matches_one_run(data_300w,
         assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-4)
     fresh = tiny_detector()
     assert any(not np.allclose(np.array(a), np.array(b))
-               for a, b in zip(fresh.weights, resumed.distiller.student.weights))
-    for a, b in zip(full.distiller.student.weights, resumed.distiller.student.weights):
+               for a, b in zip(fresh.weights, resumed.trainer_model.student.weights))
+    for a, b in zip(full.trainer_model.student.weights, resumed.trainer_model.student.weights):
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-5)
