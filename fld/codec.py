@@ -1,14 +1,14 @@
 """The heatmap codec: landmarks <-> heatmaps, in one unit.
 
-Pixel convention (see ``fld.crop``): 0-based pixel centres. A heatmap at ``stride``
-covers the input crop with cells of ``stride`` x ``stride`` pixels; the centre of cell
+Pixel convention (see ``fld.crop``): 0-based pixel centers. A heatmap at ``stride``
+covers the input crop with cells of ``stride`` x ``stride`` pixels; the center of cell
 ``j`` sits at input pixel ``(j + 0.5) * stride - 0.5``. So::
 
     heatmap_xy = (input_xy + 0.5) / stride - 0.5
     input_xy   = (heatmap_xy + 0.5) * stride - 0.5
 
 Encoding (targets of training):
-- landmark heatmaps / point maps: one Gaussian per landmark sampled at the cell centres,
+- landmark heatmaps / point maps: one Gaussian per landmark sampled at the cell centers,
   peak 1 at the (sub-pixel) landmark, ``sigma`` given in INPUT pixels (1.5 at 256 as in the
   reference, i.e. 0.375 cells at stride 4). We do not truncate at 3 sigma by default: the
   tails are < 1.1% of the peak and keeping them keeps the sub-pixel decode exact.
@@ -20,10 +20,10 @@ Encoding (targets of training):
 
 Decoding (numpy for the host/runtime, keras.ops inside models and metrics):
 - ``argmax``: the best cell.
-- ``soft_argmax``: expectation over the sum-normalised (ReLU'd) map (the reference's).
+- ``soft_argmax``: expectation over the sum-normalized (ReLU'd) map (the reference's).
 - ``local_soft_argmax``: expectation in a (2r+1)^2 window around the best cell.
 - ``parabola``: per-axis parabola through log values at the best cell and its
-  neighbours (a DARK-style refinement; exact for a Gaussian).
+  neighbors (a DARK-style refinement; exact for a Gaussian).
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def decode_numpy(heatmaps: np.ndarray, method: str = DEFAULT_DECODE,
 
 def _expectation(weights: np.ndarray) -> np.ndarray:
     """Weighted mean (x, y) of each of the K maps of (B, H, W, K) non-negative weights ->
-    (B, K, 2); the map's centre where a map has no weight."""
+    (B, K, 2); the map's center where a map has no weight."""
     _, h, w, _ = weights.shape
     columns = weights.sum(axis=1)                              # (B, W, K)
     total = columns.sum(axis=1)                                # (B, K)
@@ -202,8 +202,8 @@ def _expectation(weights: np.ndarray) -> np.ndarray:
     y = np.einsum("bhk,h->bk", weights.sum(axis=2), np.arange(h, dtype=np.float32))
     safe = np.maximum(total, 1e-12)
     out = np.stack([x / safe, y / safe], axis=-1).astype(np.float32)
-    centre = np.array([(w - 1) / 2, (h - 1) / 2], np.float32)
-    return np.where((total > 1e-12)[..., None], out, centre)
+    center = np.array([(w - 1) / 2, (h - 1) / 2], np.float32)
+    return np.where((total > 1e-12)[..., None], out, center)
 
 
 def _window_expectation(hm: np.ndarray, px, py, radius: int, fallback) -> np.ndarray:

@@ -4,11 +4,11 @@ Used by training (``fld.data``), evaluation and the TensorFlow-free runtime alik
 the model always sees faces framed the same way.
 
 Pixel convention (the only one in this project): coordinates are 0-based pixel
-centres, the centre of the top-left pixel is (0, 0) and the image covers
+centers, the center of the top-left pixel is (0, 0) and the image covers
 [-0.5, W - 0.5] x [-0.5, H - 0.5]. iBUG ``.pts`` files are 1-based and are converted
 by the readers, once.
 
-The rule: a square centred on the centre of the face box, side = ``scale`` x the box's
+The rule: a square centered on the center of the face box, side = ``scale`` x the box's
 longer side, resampled to ``size`` x ``size``. The box is the tight box around the
 face's landmarks (the 300-W ground-truth box convention); detector boxes are mapped
 onto that convention by the runtime. The reference code uses 1.05 x the shorter side;
@@ -139,7 +139,7 @@ def crop_face(image: np.ndarray, box, size: int, scale: float = DEFAULT_CROP_SCA
 def normalize_image(images):
     """Pixels in [0, 255] -> the models' input range [-1, 1] (numpy arrays or tensors).
 
-    The one input normalisation of training, evaluation and runtime; the .tflite
+    The one input normalization of training, evaluation and runtime; the .tflite
     metadata names it ``x/127.5-1``.
     """
     if isinstance(images, np.ndarray):

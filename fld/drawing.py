@@ -2,8 +2,8 @@
 worst-face grids of an evaluation, training's sample predictions, the augmented-batch grid.
 
 OpenCV only (no TensorFlow, no matplotlib), anti-aliased and sub-pixel: points are 0-based
-pixel centres, as everywhere in fld, and OpenCV draws at integer pixel centres, so they map
-directly. Canvases are BGR uint8 (OpenCV's order); colours are BGR triples.
+pixel centers, as everywhere in fld, and OpenCV draws at integer pixel centers, so they map
+directly. Canvases are BGR uint8 (OpenCV's order); colors are BGR triples.
 """
 
 from __future__ import annotations
@@ -16,30 +16,30 @@ SHIFT = 4  # sub-pixel drawing: coordinates in 1/16 px
 GREEN = (0, 200, 0)
 RED = (0, 0, 255)
 BOX = (255, 160, 0)
-TRUE_COLOUR, PRED_COLOUR = GREEN, RED  # ground truth vs prediction in every picture
+TRUE_COLOR, PRED_COLOR = GREEN, RED  # ground truth vs prediction in every picture
 
 
 def _fixed(value: float) -> int:
     return int(round(float(value) * (1 << SHIFT)))
 
 
-def draw_points(canvas: np.ndarray, points, colour, radius: float) -> np.ndarray:
+def draw_points(canvas: np.ndarray, points, color, radius: float) -> np.ndarray:
     """Filled anti-aliased dots at (K, 2) ``points`` on ``canvas`` (in place; returned)."""
     import cv2
 
     for x, y in np.asarray(points, np.float64):
         if np.isfinite(x) and np.isfinite(y):
-            cv2.circle(canvas, (_fixed(x), _fixed(y)), max(1, _fixed(radius)), colour, -1,
+            cv2.circle(canvas, (_fixed(x), _fixed(y)), max(1, _fixed(radius)), color, -1,
                        cv2.LINE_AA, SHIFT)
     return canvas
 
 
-def draw_box(canvas: np.ndarray, box, colour=BOX) -> np.ndarray:
+def draw_box(canvas: np.ndarray, box, color=BOX) -> np.ndarray:
     """A one-pixel (x0, y0, x1, y1) rectangle on ``canvas`` (in place; returned)."""
     import cv2
 
     x0, y0, x1, y1 = (_fixed(v) for v in box)
-    cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, 1, cv2.LINE_AA, SHIFT)
+    cv2.rectangle(canvas, (x0, y0), (x1, y1), color, 1, cv2.LINE_AA, SHIFT)
     return canvas
 
 
@@ -61,8 +61,8 @@ def put_label(tile: np.ndarray, text: str, scale: float = 0.38) -> np.ndarray:
     import cv2
 
     at = (3, tile.shape[0] - 6)
-    for colour, thickness in (((255, 255, 255), 2), ((0, 0, 0), 1)):
-        cv2.putText(tile, text, at, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness,
+    for color, thickness in (((255, 255, 255), 2), ((0, 0, 0), 1)):
+        cv2.putText(tile, text, at, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thickness,
                     cv2.LINE_AA)
     return tile
 
@@ -100,8 +100,8 @@ def compare_tile(image_bgr: np.ndarray, true_xy, pred_xy, radius: float = 1.5) -
     """A copy of ``image_bgr`` with ground truth (green) and prediction (red) points."""
     tile = image_bgr.copy()
     if true_xy is not None:
-        draw_points(tile, true_xy, TRUE_COLOUR, radius)
-    return draw_points(tile, pred_xy, PRED_COLOUR, radius)
+        draw_points(tile, true_xy, TRUE_COLOR, radius)
+    return draw_points(tile, pred_xy, PRED_COLOR, radius)
 
 
 def encode_png(canvas: np.ndarray) -> bytes:

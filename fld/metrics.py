@@ -3,9 +3,9 @@
 Definitions (METHOD.md section 8):
 
 - NME of one face = mean over its K points of the point-to-point distance between
-  prediction and ground truth, divided by a ground-truth normaliser:
+  prediction and ground truth, divided by a ground-truth normalizer:
   ``inter_ocular`` = distance between the scheme's outer eye corners (``io_indices``),
-  ``inter_pupil`` = distance between the pupil centres, each the mean of the points in
+  ``inter_pupil`` = distance between the pupil centers, each the mean of the points in
   ``scheme.pupils[0]`` / ``[1]``.
 - FR@T = fraction of faces with NME > T.
 - CED(x) = fraction of faces with NME <= x.
@@ -33,25 +33,25 @@ NORMS = ("inter_ocular", "inter_pupil")
 
 
 def normalizer_points(scheme, norm: str = "inter_ocular") -> tuple[tuple[int, ...], ...]:
-    """The two point groups whose centres' distance normalises the error.
+    """The two point groups whose centers' distance normalizes the error.
 
     ``inter_ocular``: the outer eye corners (one point each); ``inter_pupil``: the points
-    of each eye (their mean is the pupil centre)."""
+    of each eye (their mean is the pupil center)."""
     scheme = get_scheme(scheme)
     if norm == "inter_ocular":
         a, b = scheme.io_indices
         return (int(a),), (int(b),)
     if norm == "inter_pupil":
         return tuple(scheme.pupils[0]), tuple(scheme.pupils[1])
-    raise ValueError(f"unknown NME normalisation {norm!r}: use one of {NORMS}")
+    raise ValueError(f"unknown NME normalization {norm!r}: use one of {NORMS}")
 
 
 def nme_terms(pred, gt, groups, xp=np):
-    """The NME formula, once for every backend: (mean point error, normaliser), each (N,).
+    """The NME formula, once for every backend: (mean point error, normalizer), each (N,).
 
     ``pred``, ``gt``: (N, K, 2); ``groups``: ``normalizer_points``'s two index groups;
     ``xp``: ``numpy`` or ``keras.ops`` (both spell these operations alike). NME is
-    their ratio; callers decide what a zero normaliser means.
+    their ratio; callers decide what a zero normalizer means.
     """
     error = xp.mean(xp.sqrt(xp.sum(xp.square(pred - gt), axis=-1)), axis=-1)
     left = xp.mean(xp.take(gt, list(groups[0]), axis=1), axis=1)
@@ -60,13 +60,13 @@ def nme_terms(pred, gt, groups, xp=np):
 
 
 def normalizer(gt: np.ndarray, scheme, norm: str = "inter_ocular") -> np.ndarray:
-    """Per-face normalising distance of (N, K, 2) ground truth -> (N,)."""
+    """Per-face normalizing distance of (N, K, 2) ground truth -> (N,)."""
     gt = np.asarray(gt, np.float64)
     return nme_terms(gt, gt, normalizer_points(scheme, norm))[1]
 
 
 def nme(pred, gt, scheme: str | Scheme, norm: str = "inter_ocular") -> np.ndarray:
-    """Per-face normalised mean error.
+    """Per-face normalized mean error.
 
     Args:
         pred, gt: (N, K, 2) or (K, 2) landmarks in the same pixel frame.

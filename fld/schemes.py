@@ -1,7 +1,7 @@
 """Landmark schemes: the one table that says what each landmark index means.
 
 A scheme owns, for K landmarks: the horizontal-flip permutation, the indices used to
-normalise errors (outer eye corners for inter-ocular NME, the points averaged into each
+normalize errors (outer eye corners for inter-ocular NME, the points averaged into each
 pupil for inter-pupil NME), and the edge groups (boundary curves) used by the
 Anisotropic Attention Module. Built-in schemes: ``300w_68``, ``pair_51``, ``wflw_98``,
 ``cofw_29``. Custom schemes are declared in a JSON file (see ``load_scheme_file``) and
@@ -107,14 +107,14 @@ class Scheme:
         return tuple(perm)
 
     def flip(self, landmarks: np.ndarray, width: float) -> np.ndarray:
-        """Mirror (..., K, 2) landmarks in an image ``width`` pixels wide (0-based centres)."""
+        """Mirror (..., K, 2) landmarks in an image ``width`` pixels wide (0-based centers)."""
         out = np.asarray(landmarks, np.float32)[..., list(self.flip_perm), :].copy()
         out[..., 0] = (width - 1) - out[..., 0]
         return out
 
     def to_dict(self) -> dict:
         """The scheme as plain JSON types (edges as ``{name, points, closed}``): the one
-        serialisation, used by model configs and the ``.tflite`` metadata."""
+        serialization, used by model configs and the ``.tflite`` metadata."""
         return {
             "name": self.name,
             "num_points": self.num_points,

@@ -72,7 +72,7 @@ def test_inputs_that_differ_only_in_extension_keep_distinct_outputs(real_records
 
 
 def test_one_landmarker_shared_by_threads_gives_the_serial_results(real_records):
-    """Threads sharing one Landmarker (the interpreter serialises set-input / invoke /
+    """Threads sharing one Landmarker (the interpreter serializes set-input / invoke /
     read-outputs, fld.runtime.TFLiteModel): every call returns exactly what a lone call
     does. Without the lock most calls raised and some returned points 6-50 px off."""
     from fld.images import read_image_rgb

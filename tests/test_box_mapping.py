@@ -10,7 +10,7 @@ from fld.crop import box_from_landmarks
 from fld.runtime.detector import (HAAR_BOX_MAPPINGS, BoxMapping, HaarDetector, box_iou,
                                   measure_box_mapping)
 
-# How the fake detector's boxes sit on the tight landmark box: 20-25 % larger, centre a
+# How the fake detector's boxes sit on the tight landmark box: 20-25 % larger, center a
 # little left of and above it (as a face detector's box takes in the forehead).
 DETECTOR_FROM_LANDMARKS = BoxMapping(dx=-0.02, dy=-0.10, sx=1.20, sy=1.25)
 
@@ -66,7 +66,7 @@ def test_recovers_the_inverse_of_a_known_detector_box(faces):
                                   np.stack([detect.true_boxes[i] for i in range(3, n)]))
     np.testing.assert_array_equal(result["landmark_boxes"],
                                   np.stack([box_from_landmarks(p) for _, p in faces[3:]]))
-    # detector = D(landmark box) => landmark centre = detector centre - (dx / sx) * w_det,
+    # detector = D(landmark box) => landmark center = detector center - (dx / sx) * w_det,
     # landmark size = size_det / s: the fitted mapping is D's inverse.
     d = DETECTOR_FROM_LANDMARKS
     inverse = (-d.dx / d.sx, -d.dy / d.sy, 1 / d.sx, 1 / d.sy)

@@ -13,7 +13,7 @@ def codec():
 def test_pixel_mapping_round_trip(codec):
     xy = np.array([[0.0, 0.0], [-0.5, -0.5], [63.5, 10.25]])
     assert np.allclose(codec.to_image(codec.to_heatmap(xy)), xy)
-    # The top-left cell's centre is the centre of the top-left 4x4 pixel block.
+    # The top-left cell's center is the center of the top-left 4x4 pixel block.
     assert np.allclose(codec.to_image(np.zeros(2)), [1.5, 1.5])
 
 
@@ -74,4 +74,4 @@ def test_edge_maps_lie_on_the_curve(codec):
     assert eye.name == "eye_left"
     for x, y in pts[19:25].round().astype(int):
         assert edges[y, x, 4] > 100
-    assert edges[8, 6, 4] == 0  # the eye's centre is not on its outline
+    assert edges[8, 6, 4] == 0  # the eye's center is not on its outline

@@ -99,7 +99,7 @@ def check_converted(result, output, model, faces_dir, quantize, flip_pair=False)
     meta = read_metadata(tflite, output)
     assert meta["quantization"] == quantize and meta["image_size"] == SIZE
     info = read_model_info(tflite, output)
-    assert (info.stride, info.scheme.name, info.normalisation) == (4, SCHEME, "x/127.5-1")
+    assert (info.stride, info.scheme.name, info.normalization) == (4, SCHEME, "x/127.5-1")
     assert info.box_mapping is not None and info.crop_scale == 1.2
     assert info.flip_pair == flip_pair
     diffs = converted_vs_float(output, model, faces_dir)

@@ -72,11 +72,11 @@ def test_student_int8_is_integer_only(int8_student):
 def test_student_int8_heatmap_argmax_agrees(student, int8_student, faces):
     exact, near, clear = [], [], []
     for image in faces[1]:
-        quantised = _run_int8(int8_student, image)[0]                    # (h, w, K)
+        quantized = _run_int8(int8_student, image)[0]                    # (h, w, K)
         reference = keras.ops.convert_to_numpy(student(image)["fused"])[0]
-        assert quantised.shape == reference.shape
+        assert quantized.shape == reference.shape
         width, k = reference.shape[1], reference.shape[-1]
-        got = quantised.reshape(-1, k).argmax(0)
+        got = quantized.reshape(-1, k).argmax(0)
         want = reference.reshape(-1, k).argmax(0)
         exact.append(got == want)
         near.append(np.maximum(abs(got // width - want // width),

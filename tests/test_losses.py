@@ -167,7 +167,7 @@ def test_eig2x2_equal_eigenvalues_values_and_finite_gradients(value):
 @pytest.mark.parametrize("kind", ["isotropic", "uniform", "zero"])
 def test_star_gradients_finite_for_degenerate_maps(kind):
     lm = np.array([[[7.0, 7.0], [3.0, 9.0]]], np.float32)
-    if kind == "isotropic":  # Gaussians centred on cells: equal eigenvalues
+    if kind == "isotropic":  # Gaussians centered on cells: equal eigenvalues
         hm = _gaussians(np.array([[[7.0, 7.0], [7.0, 7.0]]], np.float32), 15, 1.5)
     elif kind == "uniform":
         hm = np.ones((1, 15, 15, 2), np.float32)

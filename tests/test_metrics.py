@@ -38,7 +38,7 @@ def test_nme_golden_inter_pupil():
     ip = np.hypot(60.0, 1.0 / 6.0)
     got = metrics.nme(gt + [3.0, 4.0], gt, "300w_68", norm="inter_pupil")
     np.testing.assert_allclose(got, [5.0 / ip], rtol=1e-12)
-    with pytest.raises(ValueError, match="normalisation"):
+    with pytest.raises(ValueError, match="normalization"):
         metrics.nme(gt, gt, "300w_68", norm="bbox")
 
 

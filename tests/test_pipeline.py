@@ -102,7 +102,7 @@ def test_dot_at_a_landmark_lands_on_its_heatmap_peak(cache, codec):
     for i in range(8):
         x, y = np.round(landmarks[i, k]).astype(int)
         images[i, y - 1:y + 2, x - 1:x + 2] = 255
-        landmarks[i, k] = [x, y]  # the dot's exact centre
+        landmarks[i, k] = [x, y]  # the dot's exact center
     cfg = dataclasses.replace(AugmentConfig.none(), flip_prob=0.5, rotation_sigma_deg=30,
                               scale_sigma=0.15, shift_sigma=0.05)
     fn = make_batch_fn(codec, cache.to_output, cfg)

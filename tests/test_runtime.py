@@ -39,7 +39,7 @@ def test_metadata_round_trip_keeps_model_identical(tiny):
                            box_mapping=(0.01, 0.14, 0.85, 0.83))
     first = embed_metadata(plain, info.to_dict())
     meta = read_metadata(first)
-    assert meta["format"] == "fld/1" and meta["normalisation"] == "x/127.5-1"
+    assert meta["format"] == "fld/1" and meta["normalization"] == "x/127.5-1"
     assert meta["decode"] == {"method": "local_soft_argmax", "radius": 2}
     back = ModelInfo.from_dict(meta)
     assert back == info and back.scheme == get_scheme("300w_68")
@@ -80,7 +80,7 @@ def test_read_metadata_clear_errors(tiny, tmp_path):
 # --- interpreter and landmarker ----------------------------------------------------------
 
 
-def test_interpreter_choice_and_quantisation(tiny):
+def test_interpreter_choice_and_quantization(tiny):
     from fld.runtime import TFLiteModel, interpreter_class
 
     assert interpreter_class()[0] == "ai_edge_litert"
@@ -142,7 +142,7 @@ def test_int8_landmarks_match_float_keras_on_real_faces(tiny, real_records):
     assert np.ptp(np.asarray(crop_points), axis=0).max() > 2 * INT8_TOLERANCE_CROP_PX
     # Random weights give flat maps whose argmax can flip under int8 rounding: measured
     # 10 of 12 faces within 0.035 crop px, 2 flipped (1.3 and 2.2 px). A systematic error
-    # (wrong quantisation, crop or decode) moves every face.
+    # (wrong quantization, crop or decode) moves every face.
     errors = np.asarray(errors)
     within = float((errors < INT8_TOLERANCE_CROP_PX).mean())
     assert np.median(errors) < 0.1 * INT8_TOLERANCE_CROP_PX and within >= 0.75, (

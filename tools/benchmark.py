@@ -4,8 +4,8 @@
     python tools/benchmark.py --model m.tflite --runtime tflite_runtime   # see below
 
 Prints median and p90 latency per face of the interpreter alone (``invoke`` on an
-already quantised input) and of the whole ``Landmarker.predict`` (crop + normalise +
-quantise + invoke + decode + map back), on a real face from ../shared/data/300w/train
+already quantized input) and of the whole ``Landmarker.predict`` (crop + normalize +
+quantize + invoke + decode + map back), on a real face from ../shared/data/300w/train
 when present, else on a synthetic image. The last line is ``latency_ms: N``, the
 crop+invoke+decode median (``--flip_test``: with the mirrored crop's second invoke; a
 flip-pair model, ``convert.py --flip_pair``, runs crop and mirror in its one invoke).

@@ -18,13 +18,13 @@ Steps:
    deterministically spread over it: ``--num_calibration`` to calibrate int8 (less the
    outliers that would stretch int8 ranges, ``--outlier_factor``) and ``--num_check``
    other faces held out to check the result;
-3. crop them with the crop rule (``fld.crop``) and normalise them as training does
+3. crop them with the crop rule (``fld.crop``) and normalize them as training does
    (``fld.export.calibration``), convert (``--quantize``: int8 = full integer, output clipped
    at ``--output_cap_percentile`` of the calibration faces' heatmap peaks,
    TFLITE_BUILTINS_INT8 only, ``--input_type`` int8 / uint8 input and output), audit
    the ops (``fld.export.audit``: no float32 in int8 mode, no > 5-D TRANSPOSE, only
    ops tflite-runtime 2.14 knows), embed the ``fld`` metadata (input size, stride,
-   normalisation, scheme, crop scale, quantisation, decoding, Haar box mapping);
+   normalization, scheme, crop scale, quantization, decoding, Haar box mapping);
 4. run the file through ``fld.runtime.Landmarker`` on the held-out faces and print its
    landmark difference to the float Keras model (mean / max, heatmap pixels) and both
    NMEs against the ground truth;

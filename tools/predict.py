@@ -91,7 +91,7 @@ def list_images(folder: str) -> list[str]:
 
 
 def read_boxes(path: str) -> dict[str, list[np.ndarray]]:
-    """CSV ``image,x0,y0,x1,y1`` -> {image (normalised relative path): [boxes]}."""
+    """CSV ``image,x0,y0,x1,y1`` -> {image (normalized relative path): [boxes]}."""
     if not os.path.isfile(path):
         raise InputError(f"boxes file not found: {path}")
     boxes: dict[str, list[np.ndarray]] = {}

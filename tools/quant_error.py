@@ -1,15 +1,15 @@
-"""Where an int8 conversion loses accuracy: per-tensor error of the quantised model.
+"""Where an int8 conversion loses accuracy: per-tensor error of the quantized model.
 
     python tools/quant_error.py --checkpoint runs/default/student_100_gn_ft3/best.keras \\
         --data_dir ../shared/data/300w/train --holdout_every 10
 
 Converts the model as ``tools/convert.py`` does (calibration faces from the training
 split, fused maps clipped at the 90th percentile of their peaks), then runs TFLite's
-``QuantizationDebugger`` on other training faces: every quantised op's output is
+``QuantizationDebugger`` on other training faces: every quantized op's output is
 compared with the float model's (BATCH_MATMUL outputs are instead checked directly
-against the product of the op's dequantised inputs: ``direct_matmul_errors``). For each
+against the product of the op's dequantized inputs: ``direct_matmul_errors``). For each
 tensor it prints the mean error and the RMS
-error in units of that tensor's quantisation step: an RMS near 0.3 steps is rounding
+error in units of that tensor's quantization step: an RMS near 0.3 steps is rounding
 noise; a mean far from 0 is a bias (errors that do not average out, the kind a bias
 correction removes). Rows are sorted by the size of the mean error (worst first, at
 most ``--top``). Errors include what upstream ops passed on. Last line:
@@ -41,7 +41,7 @@ FLAGS = flags.FLAGS
 
 
 def tensor_errors(debugger) -> list[dict]:
-    """Rows of the debugger's layer statistics with errors in quantisation steps, in the
+    """Rows of the debugger's layer statistics with errors in quantization steps, in the
     debugger's order (``main`` sorts them once the BATCH_MATMUL rows are replaced)."""
     buffer = io.StringIO()
     debugger.layer_statistics_dump(buffer)
@@ -58,11 +58,11 @@ def tensor_errors(debugger) -> list[dict]:
 
 def direct_matmul_errors(tflite_bytes: bytes, crops) -> dict[str, dict]:
     """BATCH_MATMUL outputs of the int8 model against numpy's matmul of the op's own
-    dequantised inputs (so only the op's error counts), in output quantisation steps.
+    dequantized inputs (so only the op's error counts), in output quantization steps.
 
     The debugger's rows for BATCH_MATMUL are replaced by these: on the shipped model they
     showed near-constant offsets that follow the right operand's zero point, while the
-    kernel's outputs match the dequantised product to rounding (0.3 steps RMS).
+    kernel's outputs match the dequantized product to rounding (0.3 steps RMS).
     """
     from fld.runtime.interpreter import interpreter_class
 
@@ -76,7 +76,7 @@ def direct_matmul_errors(tflite_bytes: bytes, crops) -> dict[str, dict]:
     scale, zero_point = source["quantization"]
     errors = {}
 
-    def dequantised(index):
+    def dequantized(index):
         s, z = details[index]["quantization"]
         return (interpreter.get_tensor(index).astype(np.float64) - z) * s, s
 
@@ -88,8 +88,8 @@ def direct_matmul_errors(tflite_bytes: bytes, crops) -> dict[str, dict]:
         interpreter.set_tensor(source["index"], q)
         interpreter.invoke()
         for op in ops:
-            (lhs, _), (rhs, _) = (dequantised(i) for i in op["inputs"][:2])
-            out, step = dequantised(op["outputs"][0])
+            (lhs, _), (rhs, _) = (dequantized(i) for i in op["inputs"][:2])
+            out, step = dequantized(op["outputs"][0])
             errors.setdefault(details[op["outputs"][0]]["name"], []).append(
                 ((out - np.matmul(lhs, rhs)) / step).ravel())
     return {name: {"mean_steps": float(np.concatenate(e).mean()),
@@ -139,7 +139,7 @@ def main(argv):
             row.update(direct[row["tensor"]])
     rows.sort(key=lambda r: -abs(r["mean_steps"]))
     print(f"{FLAGS.checkpoint}: {len(calib)} calibration faces, errors on {len(debug)} "
-          f"other faces, {len(rows)} quantised tensors; errors in quantisation steps")
+          f"other faces, {len(rows)} quantized tensors; errors in quantization steps")
     print(f"{'op':<18} {'mean':>8} {'rms':>8}  tensor")
     for row in rows[:FLAGS.top]:
         print(f"{row['op']:<18} {row['mean_steps']:8.2f} {row['rms_steps']:8.2f}  "

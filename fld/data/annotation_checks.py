@@ -74,7 +74,7 @@ def check_image(image_path: str, where: str) -> None:
 
 
 def check_inside_image(image_path: str, landmarks: np.ndarray, where: str) -> None:
-    """AnnotationError unless the face lies in its image: the centre of its landmark box
+    """AnnotationError unless the face lies in its image: the center of its landmark box
     inside the image, and no point more than ``OUTSIDE_MARGIN`` x the box's longer side
     beyond the border. The size comes from the image header (no decoding), so an image
     whose header cannot be read is reported here, before any training or scoring."""
@@ -89,11 +89,11 @@ def check_inside_image(image_path: str, landmarks: np.ndarray, where: str) -> No
         return   # a format without a header reader here: checked when decoded
     width, height = size
     low, high = landmarks.min(axis=0), landmarks.max(axis=0)
-    centre, margin = (low + high) / 2, OUTSIDE_MARGIN * float(np.max(high - low))
+    center, margin = (low + high) / 2, OUTSIDE_MARGIN * float(np.max(high - low))
     limit = np.array([width - 0.5, height - 0.5])
-    if not (np.all(centre >= -0.5) and np.all(centre <= limit)) or \
+    if not (np.all(center >= -0.5) and np.all(center <= limit)) or \
             np.any(low < -0.5 - margin) or np.any(high > limit + margin):
         raise AnnotationError(
             f"{where}: the points (x {low[0]:.6g}..{high[0]:.6g}, y {low[1]:.6g}..{high[1]:.6g})"
             f" lie outside the {width}x{height} image {os.path.basename(image_path)} (allowed:"
-            f" box centre inside, points up to {OUTSIDE_MARGIN:g} x the box side beyond)")
+            f" box center inside, points up to {OUTSIDE_MARGIN:g} x the box side beyond)")

@@ -2,7 +2,7 @@
 
 Geometry is one affine per face (crop framing x random rotation / scale / shift / flip),
 applied once to the image, the landmarks and the drawn edge maps, so they cannot
-disagree. Photometric ops (occlusion, blur, gamma, noise, grey) act on the image only.
+disagree. Photometric ops (occlusion, blur, gamma, noise, gray) act on the image only.
 Every op takes a stateless seed, so a seeded pipeline is deterministic.
 """
 
@@ -27,7 +27,7 @@ class AugmentConfig:
     blur_prob: float = 0.3
     gamma_prob: float = 0.2
     noise_prob: float = 0.2
-    grey_prob: float = 0.2
+    gray_prob: float = 0.2
 
     @classmethod
     def none(cls) -> "AugmentConfig":
@@ -44,7 +44,7 @@ def _chance(seed, batch: int, prob: float):
 
 
 def affine_params(seed, batch: int, size: int, cfg: AugmentConfig):
-    """Random (B, 2, 3) affine matrices about the crop centre, and (B,) flip flags."""
+    """Random (B, 2, 3) affine matrices about the crop center, and (B,) flip flags."""
     s = _seeds(seed, 4)
     flip = _chance(s[0], batch, cfg.flip_prob)
     angle = tf.random.stateless_truncated_normal(
@@ -52,14 +52,14 @@ def affine_params(seed, batch: int, size: int, cfg: AugmentConfig):
     zoom = 1.0 + tf.random.stateless_truncated_normal([batch], s[2], stddev=cfg.scale_sigma)
     shift = tf.random.stateless_truncated_normal([batch, 2], s[3],
                                                  stddev=cfg.shift_sigma * size)
-    centre = size / 2.0 - 0.5
+    center = size / 2.0 - 0.5
     sign = tf.where(flip, -1.0, 1.0)
     cos, sin = zoom * tf.cos(angle), zoom * tf.sin(angle)
     # p' = R S F (p - c) + c + t, with F = diag(sign, 1).
     a00, a01 = cos * sign, -sin
     a10, a11 = sin * sign, cos
-    t0 = centre + shift[:, 0] - (a00 + a01) * centre
-    t1 = centre + shift[:, 1] - (a10 + a11) * centre
+    t0 = center + shift[:, 0] - (a00 + a01) * center
+    t1 = center + shift[:, 1] - (a10 + a11) * center
     rows = tf.stack([tf.stack([a00, a01, t0], -1), tf.stack([a10, a11, t1], -1)], 1)
     return rows, flip
 
@@ -122,22 +122,22 @@ def _on_subset(images, flags, fn):
 
 
 def photometric(images, seed, cfg: AugmentConfig):
-    """Occlusion, blur, gamma, noise and grey on (B, S, S, 3) float images in [0, 255]."""
+    """Occlusion, blur, gamma, noise and gray on (B, S, S, 3) float images in [0, 255]."""
     b, size = tf.shape(images)[0], images.shape[1]
     s = _seeds(seed, 12)
 
     if cfg.occlusion_prob > 0:
-        centre = tf.random.stateless_uniform([b, 2], s[0]) * size
+        center = tf.random.stateless_uniform([b, 2], s[0]) * size
         half = tf.random.stateless_uniform([b, 2], s[1], 0.05, 0.2) * size
-        colour = tf.random.stateless_uniform([b, 1, 1, 3], s[2], 0.0, 255.0)
+        color = tf.random.stateless_uniform([b, 1, 1, 3], s[2], 0.0, 255.0)
         grid = tf.range(size, dtype=tf.float32)
 
         def occlude(sub, i):
-            c, h = tf.gather(centre, i), tf.gather(half, i)
+            c, h = tf.gather(center, i), tf.gather(half, i)
             in_x = tf.abs(grid[None, :] - c[:, :1]) <= h[:, :1]  # (n, W)
             in_y = tf.abs(grid[None, :] - c[:, 1:]) <= h[:, 1:]  # (n, H)
             box = (in_y[:, :, None] & in_x[:, None, :])[..., None]
-            return tf.where(box, tf.gather(colour, i), sub)
+            return tf.where(box, tf.gather(color, i), sub)
 
         images = _on_subset(images, _chance(s[3], b, cfg.occlusion_prob), occlude)
     if cfg.blur_prob > 0:
@@ -157,12 +157,12 @@ def photometric(images, seed, cfg: AugmentConfig):
             return sub + tf.gather(std, i) * tf.random.stateless_normal(tf.shape(sub), s[9])
 
         images = _on_subset(images, _chance(s[10], b, cfg.noise_prob), add_noise)
-    if cfg.grey_prob > 0:
+    if cfg.gray_prob > 0:
         weights = tf.constant([0.299, 0.587, 0.114])
-        def to_grey(sub, i):
+        def to_gray(sub, i):
             return tf.repeat(tf.reduce_sum(sub * weights, -1, keepdims=True), 3, -1)
 
-        images = _on_subset(images, _chance(s[11], b, cfg.grey_prob), to_grey)
+        images = _on_subset(images, _chance(s[11], b, cfg.gray_prob), to_gray)
     return tf.clip_by_value(images, 0.0, 255.0)
 
 

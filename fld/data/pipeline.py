@@ -90,7 +90,7 @@ class CropCache:
         if not kept:
             raise ImageError("no readable images among the records")
         # Loose crop -> model crop: the crop rule at the model's size, after undoing the
-        # loose crop (both are centred squares on the same box, so this is a zoom).
+        # loose crop (both are centered squares on the same box, so this is a zoom).
         to_output = crop.compose_affine(
             crop.crop_matrix((0, 0, 1, 1), size, crop_scale),
             crop.invert_affine(crop.crop_matrix((0, 0, 1, 1), cache_size, crop_scale * margin)))

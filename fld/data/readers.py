@@ -1,8 +1,8 @@
 """Annotation readers: iBUG ``.pts`` folders, WFLW ``.txt`` lists and CSV tables -> Records.
 
-Every reader returns landmarks as 0-based pixel centres (``fld.crop``'s convention):
+Every reader returns landmarks as 0-based pixel centers (``fld.crop``'s convention):
 
-- iBUG ``.pts`` are 1-based (the centre of the top-left pixel is (1, 1)); ``read_pts``
+- iBUG ``.pts`` are 1-based (the center of the top-left pixel is (1, 1)); ``read_pts``
   subtracts 1, once, and ``write_pts`` adds it back.
 - WFLW lists are already 0-based; CSV tables are defined as 0-based.
 
@@ -36,7 +36,7 @@ WFLW_ATTRIBUTES = ("pose", "expression", "illumination", "make_up", "occlusion",
 
 
 def read_pts(path: str) -> np.ndarray:
-    """Reads an iBUG ``.pts`` file as (K, 2) float32, 0-based pixel centres.
+    """Reads an iBUG ``.pts`` file as (K, 2) float32, 0-based pixel centers.
 
     Accepts the standard layout (``version: 1``, ``n_points: N``, ``{``, N lines
     ``x y``, ``}``) and a headerless one (just the ``x y`` lines). Raises
@@ -95,7 +95,7 @@ def read_pts(path: str) -> np.ndarray:
                 f"{path}: header says n_points: {expected} but the file has "
                 f"{len(points)} point lines"
             )
-    # iBUG is 1-based: convert to 0-based pixel centres, here and nowhere else.
+    # iBUG is 1-based: convert to 0-based pixel centers, here and nowhere else.
     return (np.asarray(points, np.float64) - 1.0).astype(np.float32)
 
 
@@ -249,7 +249,7 @@ def read_csv(path: str, image_root: Optional[str] = None, skip_bad: bool = False
              scheme=None) -> list[Record]:
     """Reads a CSV table: a header row, then ``image,x0,y0,x1,y1,...`` per face.
 
-    Coordinates are 0-based pixel centres (the centre of the top-left pixel is (0, 0)).
+    Coordinates are 0-based pixel centers (the center of the top-left pixel is (0, 0)).
     The image path is relative to the CSV's folder, or to ``image_root`` when given
     (absolute paths are used as they are). The header's column names are not
     interpreted, only counted: 1 + 2K columns.

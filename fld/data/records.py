@@ -1,6 +1,6 @@
 """Annotation records: one face = one image path + its landmarks, and the train/val split.
 
-Coordinates are 0-based pixel centres (see ``fld.crop``); the readers in
+Coordinates are 0-based pixel centers (see ``fld.crop``); the readers in
 ``fld.data.readers`` convert every file format to this convention once, so a
 ``Record`` never holds 1-based iBUG values. Numpy only.
 """
@@ -21,7 +21,7 @@ class Record:
 
     Attributes:
         image_path: path of the image file.
-        landmarks: (K, 2) float32, 0-based pixel centres (x, y).
+        landmarks: (K, 2) float32, 0-based pixel centers (x, y).
         box: (4,) float32 face box (x0, y0, x1, y1) from the annotation, or None when
             the format has none (the crop rule then uses the landmarks' box).
         subset: the first folder under the dataset root (``lfpw``, ``helen``, ``afw``,

@@ -1,6 +1,6 @@
 """Export: Keras landmark models -> audited TFLite files carrying the runtime's metadata.
 
-- ``converter``: the quantisation switch (``convert``, ``make_converter``,
+- ``converter``: the quantization switch (``convert``, ``make_converter``,
   ``QUANTIZE_MODES``); int8 is full-integer with builtin int8 ops only.
 - ``output_head``: the int8 output head (``capped_fused_model``: the fused maps clipped
   at ``map_peak_percentile`` of the calibration peaks, and the two-range output).

@@ -3,7 +3,7 @@
 The faces come from any annotated folder (or file) that ``fld.data.readers.read_annotations``
 reads; each is cropped with THE crop rule (``fld.crop.crop_face`` on the annotation's box,
 else the tight landmark box, as ``fld.data.pipeline.CropCache`` does for training) and
-normalised as training normalises (``x / 127.5 - 1``), so the converter calibrates on
+normalized as training normalizes (``x / 127.5 - 1``), so the converter calibrates on
 exactly the inputs the model was trained on.
 
 The faces are chosen deterministically and spread over the whole folder (records are

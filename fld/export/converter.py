@@ -1,4 +1,4 @@
-"""The quantisation switch: a Keras model -> TFLite bytes (float32, float16, dynamic range
+"""The quantization switch: a Keras model -> TFLite bytes (float32, float16, dynamic range
 or full-integer int8 with ``TFLITE_BUILTINS_INT8`` only: no SELECT_TF_OPS, no float
 fallback).
 
@@ -127,7 +127,7 @@ def make_converter(
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
     if quantize == "int8":
         if representative_images is None:
-            raise ValueError("convert: int8 quantisation needs representative_images")
+            raise ValueError("convert: int8 quantization needs representative_images")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = _representative_dataset(representative_images,
                                                                    flip_pair)

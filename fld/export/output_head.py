@@ -6,8 +6,8 @@ maps), and an int8 output has one scale for all of them, set by the largest: the
 map then gets ~20 levels and the low tails the soft-argmax decode uses round to zero.
 ``capped_fused_model`` clips the maps at a cap (``map_peak_percentile`` of the
 calibration crops' peaks) so that 256 levels cover the typical peak, and orders the AAM
-product so that no small intermediate is quantised on its own. A clipped peak is a flat
-top around the same centre, so the soft-argmax barely moves.
+product so that no small intermediate is quantized on its own. A clipped peak is a flat
+top around the same center, so the soft-argmax barely moves.
 
 Two-range output (``fine_ratio`` r): a second output with the maps times r, clipped at
 the same top: below ``cap / r`` its step is r times finer. The metadata names that tensor
@@ -44,11 +44,11 @@ def capped_fused_model(model, cap: float, fine_ratio: Optional[float] = None):
 
     The same product as the AAM's ``(E2H(edges) * points) * heatmaps``, clipped at
     ``cap`` and rescaled by a constant (every decode is scale-free), ordered and fused
-    for int8, which quantises every intermediate tensor:
+    for int8, which quantizes every intermediate tensor:
     - the mask ``E2H(edges) * points`` on its own (values 1e-4 .. 0.3) lost the low values
       that make the maps' tails;
     - the RELU6 is fused into the last MUL, so that MUL's own output gets the range
-      [0, cap]; a separate clip op only requantises an already coarse tensor;
+      [0, cap]; a separate clip op only requantizes an already coarse tensor;
     - ``g`` is a 1x1 depthwise convolution with constant weights, not a MUL by a scalar:
       the converter gives a scalar MUL's input the output's scale, which left that
       input with a handful of int8 levels.
@@ -116,7 +116,7 @@ def fine_output_name(tflite_bytes: bytes) -> str:
     """The tensor name of a two-range model's ``fused_fine`` output (``capped_fused_model``).
 
     The converter orders a dict's outputs by key (``fused``, ``fused_fine``); checked
-    here on two probe inputs (mid-grey, fixed noise): the fine maps, r times the same
+    here on two probe inputs (mid-gray, fixed noise): the fine maps, r times the same
     product clipped at the same top, are everywhere >= the main ones, so their sum is
     the larger unless both are all zero."""
     from ai_edge_litert.interpreter import Interpreter

@@ -1,8 +1,8 @@
 """Float Keras weights read back out of an int8 ``.tflite`` that ``fld.export`` wrote.
 
 The shipped default model is only a ``.tflite``: training checkpoints are not kept in the
-repository. To fine-tune it (more epochs, another scheme's heads, quantisation work) the
-int8 weights are dequantised into a Keras model of the same preset:
+repository. To fine-tune it (more epochs, another scheme's heads, quantization work) the
+int8 weights are dequantized into a Keras model of the same preset:
 
 - every CONV_2D / DEPTHWISE_CONV_2D is found by the Keras layer name the converter keeps
   in its weight tensor's name (``.../<layer>_1/convolution``); kernel = int8 x
@@ -48,7 +48,7 @@ def _dequantize(details: dict, values: np.ndarray) -> np.ndarray:
 
 
 def read_tflite_tensors(path: str) -> dict:
-    """Dequantised constant operands of an fld ``.tflite``, keyed by the Keras layer they
+    """Dequantized constant operands of an fld ``.tflite``, keyed by the Keras layer they
     belong to: ``{layer: {"kernel": (kh, kw, in, out) or (kh, kw, C, 1) depthwise,
     "bias": (out,)}}`` for convolutions, ``{layer: {"gamma"| "beta": (C,)}}`` for the
     per-channel MUL / ADD of ``SampleNormalization``; ``"bias_owner"`` names the

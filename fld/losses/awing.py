@@ -10,7 +10,7 @@ ICCV 2019. Per map element, with delta = prediction - target and y = target
         * (theta/epsilon)^(alpha - y - 1) / epsilon
     C = theta * A - omega * ln(1 + (theta/epsilon)^(alpha - y))
 
-Each element is weighted ``foreground_weight`` (11) where the 3x3 grey-dilated target is
+Each element is weighted ``foreground_weight`` (11) where the 3x3 gray-dilated target is
 >= ``foreground_threshold`` (0.2), else 1, and the weighted values are averaged over elements.
 keras.ops only (backend-neutral). Maps are NHWC.
 """

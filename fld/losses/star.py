@@ -61,7 +61,7 @@ DENOMINATOR_FLOOR = 1e-3  # of the unbiased covariance (heatmap_mean_and_covaria
 
 
 def _grid(size, dtype):
-    """Cell centres 0..size-1 mapped to [-1, 1] (STAR's grid); [0] for size 1."""
+    """Cell centers 0..size-1 mapped to [-1, 1] (STAR's grid); [0] for size 1."""
     idx = ops.cast(ops.arange(size), dtype)
     return 2.0 * idx / float(max(size - 1, 1)) - 1.0
 
@@ -127,7 +127,7 @@ class STARLoss(keras.losses.Loss):
     """STAR v2 loss: ``loss(landmarks, heatmaps)``.
 
     ``y_true``: (B, K, 2) landmarks in heatmap pixel coordinates (x, y), 0-based cell
-    centres. ``y_pred``: (B, H, W, K) non-negative heatmaps (the fused heatmaps).
+    centers. ``y_pred``: (B, H, W, K) non-negative heatmaps (the fused heatmaps).
     ``call`` returns one value per sample (the mean over points).
 
     Args:

@@ -11,7 +11,7 @@ scheme, ``fused = mask * heatmaps`` (what is decoded and distilled).
 Decoders (``decoder=`` argument):
 - ``"transposed"`` (teacher, METHOD.md): P5 -> 1x1 conv to ``channels`` -> transposed
   conv x4 (BN, ReLU) -> transposed conv x2 (BN, ReLU): stride 32 -> 8 -> 4 for any size.
-- ``"nearest"`` (student reference): P5 upsampled x8 by nearest neighbour. All heads
+- ``"nearest"`` (student reference): P5 upsampled x8 by nearest neighbor. All heads
   are per-pixel (1x1 convs, sigmoid, ReLU, AAM) and instance-norm statistics are
   unchanged by nearest replication, so the heads run on the stride-32 map and their
   outputs are upsampled: identical results at 1/64 of the head cost.

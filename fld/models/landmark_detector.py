@@ -56,7 +56,7 @@ class LandmarkDetector(keras.Model):
         decoder: ``"transposed"``, ``"nearest"`` or ``"fpn"`` (default: the preset's).
         decoder_channels: decoder width (default: the preset's).
         return_features: also output the decoder's stride-4 ``features``.
-    Input: float32 (B, S, S, 3) NHWC images normalised to [-1, 1].
+    Input: float32 (B, S, S, 3) NHWC images normalized to [-1, 1].
     Output: dict of float32 stride-4 maps: ``heatmaps`` (B, S/4, S/4, K), ``points``
         (K), ``edges`` (E), ``fused`` (K) [, ``features``].
     """

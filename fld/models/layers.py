@@ -18,7 +18,7 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="fld")
 class InstanceNormalization(keras.layers.Layer):
-    """Instance normalisation without affine parameters, int8-friendly.
+    """Instance normalization without affine parameters, int8-friendly.
 
     ``y = (x - mean_hw(x)) * rsqrt(mean_hw((x - mean)^2) + epsilon)`` per sample and
     channel. Written as MEAN / SUB / MUL / MEAN / ADD / RSQRT / MUL, all of which have
@@ -37,9 +37,9 @@ class InstanceNormalization(keras.layers.Layer):
 
     def call(self, x):
         mean = ops.mean(x, axis=(1, 2), keepdims=True)  # (B, 1, 1, C)
-        centred = x - mean
-        variance = ops.mean(centred * centred, axis=(1, 2), keepdims=True)
-        return centred * ops.rsqrt(variance + self.epsilon)
+        centered = x - mean
+        variance = ops.mean(centered * centered, axis=(1, 2), keepdims=True)
+        return centered * ops.rsqrt(variance + self.epsilon)
 
     def count_macs(self) -> int:
         # square + scale: two multiplies per element.
@@ -53,7 +53,7 @@ class InstanceNormalization(keras.layers.Layer):
 class SampleNormalization(keras.layers.Layer):
     """GroupNorm with one group (the MobileViT-v2 reference's token norm), int8-friendly.
 
-    Each sample is normalised over all its non-batch elements, then scaled and shifted
+    Each sample is normalized over all its non-batch elements, then scaled and shifted
     per channel: ``y = (x - mean(x)) * rsqrt(mean((x - mean)^2) + epsilon) * gamma + beta``.
     Unlike BatchNorm, the scale follows the sample: a sample whose activations grow is
     brought back to unit variance, in training and inference alike. Same int8 ops as
@@ -77,9 +77,9 @@ class SampleNormalization(keras.layers.Layer):
     def call(self, x):
         axes = tuple(range(1, len(x.shape)))
         mean = ops.mean(x, axis=axes, keepdims=True)
-        centred = x - mean
-        variance = ops.mean(centred * centred, axis=axes, keepdims=True)
-        return centred * ops.rsqrt(variance + self.epsilon) * self.gamma + self.beta
+        centered = x - mean
+        variance = ops.mean(centered * centered, axis=axes, keepdims=True)
+        return centered * ops.rsqrt(variance + self.epsilon) * self.gamma + self.beta
 
     def count_macs(self) -> int:
         # square, scale, gamma: three multiplies per element.

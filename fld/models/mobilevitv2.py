@@ -11,7 +11,7 @@ Layout (width multiplier a; 0.5 = the paper's student)::
     layer5  MV2 s2 + MobileViT-v2 block (d=128, 3 attn) 256           stride 32  -> P5
 
 Deviations from the reference, for int8 on tflite-runtime <= 2.14:
-- The reference normalises the attention tokens with GroupNorm(1 group). Keras'
+- The reference normalizes the attention tokens with GroupNorm(1 group). Keras'
   Group/LayerNormalization leave float islands (NEG, SQUARE) in an int8 TFLite model.
   ``token_norm="group"`` (presets ``mobilevitv2_*_gn``) uses ``SampleNormalization``, a
   GroupNorm(1) written with int8 ops. ``token_norm="batch"`` (the plain presets) uses

@@ -6,7 +6,7 @@ What makes it V2 (paper Sec. 3):
 - scaled cosine attention: ``cos(q, k) / tau + B`` with a learnable per-head
   ``1 / tau = exp(min(logit_scale, log 100))`` (Eq. 2);
 - log-spaced continuous position bias: a 2-layer MLP (2 -> 512 -> heads) on
-  ``sign(d) * log2(1 + |d|) / log2(8)`` of the relative coordinates normalised to
+  ``sign(d) * log2(1 + |d|) / log2(8)`` of the relative coordinates normalized to
   [-8, 8] (Eq. 3, 4), squashed to ``16 * sigmoid``;
 - shifted windows on every second block and 2x2 patch merging (Linear 4C -> 2C, then LN).
 
@@ -178,7 +178,7 @@ class WindowAttentionV2(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="fld")
 class PatchMergingReshape(keras.layers.Layer):
-    """(B, H, W, C) -> (B, H/2, W/2, 4C): the 2x2 neighbourhood concatenated
+    """(B, H, W, C) -> (B, H/2, W/2, 4C): the 2x2 neighborhood concatenated
     (the weight-free half of SwinV2 patch merging)."""
 
     def call(self, x):

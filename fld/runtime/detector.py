@@ -10,7 +10,7 @@ Detector boxes are not landmark boxes: the landmark model's crop rule (``fld.cro
 defined on the tight box around the 68 landmarks (the 300-W ground-truth box). A
 ``BoxMapping`` (4 numbers) maps one onto the other linearly:
 
-    landmark centre = detector centre + (dx * w, dy * h)
+    landmark center = detector center + (dx * w, dy * h)
     landmark size   = (sx * w, sy * h)          (w, h: the detector box's size)
 
 ``fit_box_mapping`` fits the 4 numbers by least squares from matched boxes;
@@ -62,11 +62,11 @@ IDENTITY_MAPPING = BoxMapping()
 # one annotated face at about half its size), detections matched to the ground-truth
 # box by IoU >= 0.3.
 # - 300w_68: 272 / 300 detected (90.7 %). RMS fit residuals in units of the landmark
-#   box's longer side: centre x 0.092, centre y 0.054, width 0.090, height 0.097
+#   box's longer side: center x 0.092, center y 0.054, width 0.090, height 0.097
 #   (profile faces dominate them); median IoU with the ground-truth box 0.59 before
-#   the mapping, 0.78 after; centre error median 0.083, 90th percentile 0.16.
-# - pair_51: 269 / 300 matched (89.7 %). Residuals: centre x 0.052, centre y 0.052,
-#   width 0.097, height 0.098; median IoU 0.42 before, 0.82 after; centre error median
+#   the mapping, 0.78 after; center error median 0.083, 90th percentile 0.16.
+# - pair_51: 269 / 300 matched (89.7 %). Residuals: center x 0.052, center y 0.052,
+#   width 0.097, height 0.098; median IoU 0.42 before, 0.82 after; center error median
 #   0.050, 90th percentile 0.11.
 HAAR_BOX_MAPPINGS = {
     "300w_68": BoxMapping(dx=0.0114, dy=0.1418, sx=0.8536, sy=0.8320),
@@ -91,7 +91,7 @@ def fit_box_mapping(detector_boxes, landmark_boxes) -> tuple[BoxMapping, dict]:
 
     Each of the 4 numbers is a 1-parameter least-squares fit through the origin in
     pixels, e.g. ``dx = sum(w * (lcx - dcx)) / sum(w^2)``, ``sx = sum(w * lw) / sum(w^2)``.
-    Returns ``(mapping, residuals)``: RMS residuals of centre x / y and width / height,
+    Returns ``(mapping, residuals)``: RMS residuals of center x / y and width / height,
     each divided by the landmark box's longer side (so 0.05 = 5 % of the face size).
     """
     d = np.asarray(detector_boxes, np.float64).reshape(-1, 4)
@@ -108,7 +108,7 @@ def fit_box_mapping(detector_boxes, landmark_boxes) -> tuple[BoxMapping, dict]:
     scale = np.maximum(np.maximum(gw, gh), 1e-12)
     rms = lambda r: float(np.sqrt(np.mean((r / scale) ** 2)))  # noqa: E731
     residuals = {
-        "centre_x": rms(ddx - mapping.dx * dw), "centre_y": rms(ddy - mapping.dy * dh),
+        "center_x": rms(ddx - mapping.dx * dw), "center_y": rms(ddy - mapping.dy * dh),
         "width": rms(gw - mapping.sx * dw), "height": rms(gh - mapping.sy * dh),
     }
     return mapping, residuals
@@ -129,21 +129,21 @@ class HaarDetector:
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_size_fraction = min_size_fraction
-        self._lock = threading.Lock()   # one cascade object: its calls are serialised
+        self._lock = threading.Lock()   # one cascade object: its calls are serialized
 
     def __call__(self, image_rgb: np.ndarray) -> np.ndarray:
         import cv2
 
-        grey = image_rgb if image_rgb.ndim == 2 else cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
-        grey = cv2.equalizeHist(grey)
-        side = max(20, int(self.min_size_fraction * min(grey.shape[:2])))
+        gray = image_rgb if image_rgb.ndim == 2 else cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
+        gray = cv2.equalizeHist(gray)
+        side = max(20, int(self.min_size_fraction * min(gray.shape[:2])))
         with self._lock:
-            found = self.cascade.detectMultiScale(grey, self.scale_factor, self.min_neighbors,
+            found = self.cascade.detectMultiScale(gray, self.scale_factor, self.min_neighbors,
                                                   minSize=(side, side))
         if len(found) == 0:
             return np.zeros((0, 4), np.float32)
         xywh = np.asarray(found, np.float32)
-        # Haar boxes are integer pixel rectangles [x, x + w): as 0-based pixel centres
+        # Haar boxes are integer pixel rectangles [x, x + w): as 0-based pixel centers
         # their edges are at x - 0.5 and x + w - 0.5.
         return np.stack([xywh[:, 0] - 0.5, xywh[:, 1] - 0.5, xywh[:, 0] + xywh[:, 2] - 0.5,
                          xywh[:, 1] + xywh[:, 3] - 0.5], axis=1)

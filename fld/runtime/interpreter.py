@@ -5,11 +5,11 @@ one forced by name (``runtime="ai_edge_litert" | "tflite_runtime" | "tf"``). Onl
 and the interpreter are imported, never TensorFlow unless ``"tf"`` is chosen or
 nothing else is installed.
 
-``TFLiteModel.run`` takes the float input (already normalised to the model's range),
-quantises it with the input tensor's scale / zero point when the model is int8 or
+``TFLiteModel.run`` takes the float input (already normalized to the model's range),
+quantizes it with the input tensor's scale / zero point when the model is int8 or
 uint8 (``q = round(x / scale) + zero_point``, clipped to the type's range; TFLite
-quantisation spec: https://ai.google.dev/edge/litert/models/quantization_spec) and
-returns the output dequantised (``x = (q - zero_point) * scale``) as float32.
+quantization spec: https://ai.google.dev/edge/litert/models/quantization_spec) and
+returns the output dequantized (``x = (q - zero_point) * scale``) as float32.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def _quantization(detail: dict) -> tuple[float, int]:
 
 
 def dequantize(raw: np.ndarray, scale, zero_point, axis: int = 0) -> np.ndarray:
-    """Quantised values -> float32 ``(raw - zero_point) * scale``: the one dequantisation
+    """Quantized values -> float32 ``(raw - zero_point) * scale``: the one dequantization
     (per tensor, or per channel along ``axis`` when ``scale`` holds several values)."""
     raw = np.asarray(raw)
     scale = np.asarray(scale, np.float32)
@@ -125,7 +125,7 @@ class TFLiteModel:
             CPU to another; the builtin kernels give the same landmarks on the CPUs
             measured (slower). For diagnosing accuracy, not for deployment.
     Thread safety: one instance may be shared by threads. ``run`` and ``invoke_raw`` hold
-    a lock from setting the input to reading the outputs, so calls are serialised (one
+    a lock from setting the input to reading the outputs, so calls are serialized (one
     interpreter runs one invoke at a time); for parallel throughput give each thread its
     own instance.
     Attributes:
@@ -175,7 +175,7 @@ class TFLiteModel:
         for what, dtype, (scale, _) in (("input", self.input_dtype, self.input_quantization),
                                         ("output", self.output_dtype, self.output_quantization)):
             if dtype.kind in "iu" and scale <= 0:
-                raise ModelError(f"{self.path}: {what} tensor is {dtype} without quantisation "
+                raise ModelError(f"{self.path}: {what} tensor is {dtype} without quantization "
                                  f"parameters")
             if dtype.kind not in "iuf":
                 raise ModelError(f"{self.path}: unsupported {what} tensor type {dtype}")
@@ -201,7 +201,7 @@ class TFLiteModel:
         if (tuple(int(v) for v in self._fine["shape"]) != self.output_shape
                 or np.dtype(self._fine["dtype"]).kind not in "iu"
                 or self._fine_quantization[0] <= 0):
-            raise ModelError(f"{self.path}: the fine output {name!r} must be a quantised "
+            raise ModelError(f"{self.path}: the fine output {name!r} must be a quantized "
                              f"integer tensor shaped like the main output {self.output_shape}")
 
     @property
@@ -221,7 +221,7 @@ class TFLiteModel:
                 f"{self.output_shape}; expected input {expected_in} and output {expected_out}")
 
     def quantize_input(self, images: np.ndarray) -> np.ndarray:
-        """Float input -> the input tensor's type (quantised for int8 / uint8)."""
+        """Float input -> the input tensor's type (quantized for int8 / uint8)."""
         images = np.asarray(images, np.float32)
         if self.input_dtype.kind == "f":
             return images.astype(self.input_dtype)

@@ -1,8 +1,8 @@
 """``Landmarker``: image + face box -> landmarks, with a TFLite model and no TensorFlow.
 
 Per face: crop with the project's crop rule (``fld.crop``, the model metadata's
-``crop_scale`` and ``image_size``) -> normalise (``x / 127.5 - 1``) -> quantise ->
-invoke -> dequantise -> decode the heatmaps in float on the host
+``crop_scale`` and ``image_size``) -> normalize (``x / 127.5 - 1``) -> quantize ->
+invoke -> dequantize -> decode the heatmaps in float on the host
 (``fld.codec.decode_numpy``, the metadata's method) -> heatmap cells to crop pixels
 (``ModelInfo.codec``: the heatmap cell rule) -> image pixels through the inverse crop
 matrix.
@@ -37,7 +37,7 @@ class Landmarker:
     """Facial landmarks from a TFLite model carrying ``fld`` metadata.
 
     Thread safety: one Landmarker may be shared by threads and gives each call the same
-    points as a lone call: the model's interpreter and the detector serialise their own
+    points as a lone call: the model's interpreter and the detector serialize their own
     invokes (``TFLiteModel``), so threads wait for each other there; for parallel
     throughput give each thread its own Landmarker.
 
@@ -155,7 +155,7 @@ class Landmarker:
         return 0.5 * (points + self.scheme.flip(mirrored, self.info.image_size))
 
     def _crop_points(self, heatmaps: np.ndarray, method: Optional[str] = None) -> np.ndarray:
-        """(..., H, W, K) heatmaps -> (..., K, 2) crop pixels (0-based pixel centres)."""
+        """(..., H, W, K) heatmaps -> (..., K, 2) crop pixels (0-based pixel centers)."""
         return self.info.codec.decode_to_image(heatmaps, method or self.info.decode_method,
                                                self.info.decode_radius)
 
@@ -217,7 +217,7 @@ def check_box_in_image(box, shape) -> None:
 def time_landmarker(landmarker: Landmarker, image_rgb: np.ndarray, box, runs: int = 200,
                     warmup: int = 10) -> dict:
     """Latency per face in milliseconds: ``invoke`` (interpreter alone, input already
-    quantised) and ``total`` (crop + normalise + quantise + invoke + decode).
+    quantized) and ``total`` (crop + normalize + quantize + invoke + decode).
 
     Returns {"invoke_ms": [...], "total_ms": [...]} (one value per run).
     """

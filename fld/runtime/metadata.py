@@ -1,7 +1,7 @@
 """Model metadata carried inside the ``.tflite`` file, and a TensorFlow-free reader.
 
 A converted landmark model carries everything the runtime needs to use it correctly
-(input size, heatmap stride, landmark scheme, crop rule, normalisation, decoding, the
+(input size, heatmap stride, landmark scheme, crop rule, normalization, decoding, the
 detector-box mapping) as UTF-8 JSON in a TFLite flatbuffer ``metadata`` entry named
 ``fld``. ``fld.export.metadata.embed_metadata`` writes it (TensorFlow side);
 ``read_metadata`` below reads it with a small hand-written flatbuffer reader, so the
@@ -32,7 +32,9 @@ from fld.schemes import Scheme
 
 METADATA_NAME = "fld"
 FORMAT = "fld/1"
-NORMALISATION = "x/127.5-1"
+NORMALIZATION = "x/127.5-1"
+# The key of the same field in format-1 files written before the American spelling; read only.
+LEGACY_NORMALIZATION_KEY = "normalisation"
 QUANTIZATIONS = ("int8", "float16", "dynamic", "none")   # export modes, also the flags'
 
 
@@ -82,7 +84,7 @@ class ModelInfo:
             2 with ``flip_pair``).
         scheme: the landmark scheme (K = ``scheme.num_points``).
         crop_scale: the crop rule's margin (``fld.crop.crop_matrix``'s ``scale``).
-        normalisation: input pixel normalisation; only ``"x/127.5-1"`` is defined.
+        normalization: input pixel normalization; only ``"x/127.5-1"`` is defined.
         output: which model output the file holds (``"fused"`` heatmaps).
         decode_method / decode_radius: host-side decoding (``fld.codec.decode_numpy``).
         quantization: ``int8`` / ``float16`` / ``dynamic`` / ``none``.
@@ -102,7 +104,7 @@ class ModelInfo:
     scheme: Scheme
     stride: int = 4
     crop_scale: float = DEFAULT_CROP_SCALE
-    normalisation: str = NORMALISATION
+    normalization: str = NORMALIZATION
     output: str = "fused"
     decode_method: str = DEFAULT_DECODE
     decode_radius: int = 2
@@ -121,9 +123,9 @@ class ModelInfo:
         _checked(self.crop_scale, "crop_scale", integer=False)
         _checked(self.decode_radius, "decode.radius", integer=True,
                  high=self.image_size // self.stride)
-        if self.normalisation != NORMALISATION:
-            raise MetadataError(f"unknown normalisation {self.normalisation!r} "
-                                f"(this runtime knows {NORMALISATION!r})")
+        if self.normalization != NORMALIZATION:
+            raise MetadataError(f"unknown normalization {self.normalization!r} "
+                                f"(this runtime knows {NORMALIZATION!r})")
         if self.quantization not in QUANTIZATIONS:
             raise MetadataError(f"unknown quantization {self.quantization!r}: "
                                 f"use one of {QUANTIZATIONS}")
@@ -164,7 +166,7 @@ class ModelInfo:
             "stride": self.stride,
             "scheme": self.scheme.to_dict(),
             "crop_scale": self.crop_scale,
-            "normalisation": self.normalisation,
+            "normalization": self.normalization,
             "output": self.output,
             "decode": {"method": self.decode_method, "radius": self.decode_radius},
             "quantization": self.quantization,
@@ -186,7 +188,8 @@ class ModelInfo:
         if meta.get("format") != FORMAT:
             raise MetadataError(f"fld metadata format {meta.get('format')!r} is not "
                                 f"{FORMAT!r} (written by a newer or older fld?)")
-        known = {"format", "image_size", "stride", "scheme", "crop_scale", "normalisation",
+        known = {"format", "image_size", "stride", "scheme", "crop_scale", "normalization",
+                 LEGACY_NORMALIZATION_KEY,
                  "output", "decode", "quantization", "box_mapping", "fine_output",
                  "flip_pair"}
         try:
@@ -198,7 +201,8 @@ class ModelInfo:
                 scheme=Scheme.from_dict(meta["scheme"]),
                 stride=meta.get("stride", 4),
                 crop_scale=meta.get("crop_scale", DEFAULT_CROP_SCALE),
-                normalisation=str(meta.get("normalisation", NORMALISATION)),
+                normalization=str(meta.get("normalization",
+                                           meta.get(LEGACY_NORMALIZATION_KEY, NORMALIZATION))),
                 output=str(meta.get("output", "fused")),
                 decode_method=str(decode.get("method", DEFAULT_DECODE)),
                 decode_radius=decode.get("radius", 2),

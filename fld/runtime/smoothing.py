@@ -77,7 +77,7 @@ class VideoLandmarker:
         detect_every: run the detector every N frames (1 = every frame).
         smooth: apply the 1-Euro filter.
         min_cutoff, beta, d_cutoff: filter parameters, in face sizes (see module doc).
-        jump_threshold: reset the filter when the face centre moves more than this
+        jump_threshold: reset the filter when the face center moves more than this
             many face sizes between frames.
         max_misses: forget the face after this many consecutive detector misses.
 
@@ -100,7 +100,7 @@ class VideoLandmarker:
         self.frame_index = 0
         self.misses = 0
         self._scale = 1.0
-        self._last_centre: Optional[np.ndarray] = None
+        self._last_center: Optional[np.ndarray] = None
         self.filter.reset()
 
     def _next_box(self, frame_rgb: np.ndarray) -> Optional[np.ndarray]:
@@ -115,26 +115,26 @@ class VideoLandmarker:
         self.misses = 0
         if self.box is None:
             return faces[0]
-        centres = (faces[:, :2] + faces[:, 2:]) / 2  # the face nearest the tracked one
+        centers = (faces[:, :2] + faces[:, 2:]) / 2  # the face nearest the tracked one
         previous = (self.box[:2] + self.box[2:]) / 2
-        return faces[int(np.argmin(np.linalg.norm(centres - previous, axis=1)))]
+        return faces[int(np.argmin(np.linalg.norm(centers - previous, axis=1)))]
 
     def track(self, frame_rgb: np.ndarray, timestamp: float) -> Optional[np.ndarray]:
         box = self._next_box(frame_rgb)
         self.frame_index += 1
         if box is None:
             self.filter.reset()
-            self._last_centre = None
+            self._last_center = None
             return None
         points = self.landmarker.predict(frame_rgb, box)
         self.box = box_from_landmarks(points)
         if not self.smooth:
             return points
         size = float(max(self.box[2] - self.box[0], self.box[3] - self.box[1], 1e-6))
-        centre = points.mean(axis=0)
-        if (self._last_centre is None
-                or np.linalg.norm(centre - self._last_centre) > self.jump_threshold * size):
+        center = points.mean(axis=0)
+        if (self._last_center is None
+                or np.linalg.norm(center - self._last_center) > self.jump_threshold * size):
             self.filter.reset()
             self._scale = size
-        self._last_centre = centre
+        self._last_center = center
         return self.filter(points / self._scale, timestamp) * self._scale

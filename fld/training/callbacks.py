@@ -122,7 +122,7 @@ def draw_predictions_png(images, true_xy, pred_xy, columns: int = 4, title: str 
         tile = drawing.model_input_to_bgr(image)
         if factor > 1:
             tile = np.kron(tile, np.ones((factor, factor, 1), np.uint8))
-        # Pixel centres move to (x + 0.5) * factor - 0.5 under pixel replication.
+        # Pixel centers move to (x + 0.5) * factor - 0.5 under pixel replication.
         true, pred = ((np.asarray(xy) + 0.5) * factor - 0.5 for xy in (true, pred))
         tiles.append(drawing.compare_tile(tile, true, pred, radius=1.5))
     canvas = drawing.with_title(drawing.grid(tiles, columns), title)

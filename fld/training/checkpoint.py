@@ -81,7 +81,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         work_dir: folder of ``state.npz``, ``best.keras`` and ``history.csv``.
         steps_per_epoch: optimizer steps in one full epoch.
         every_steps: mid-epoch state interval (0 = only at epoch ends).
-        monitor: log key of the score to minimise (``val_nme``; falls back to ``loss``
+        monitor: log key of the score to minimize (``val_nme``; falls back to ``loss``
             when the logs lack it).
         write: False on non-chief workers (nothing is written).
     """

@@ -33,12 +33,12 @@ class TrainConfig:
     model: str = _field("mobilevitv2_050", "Model preset (see fld.models.list_presets()).")
     teacher: Optional[str] = _field(None, "Teacher .keras file (stage 2, tools/distill.py).")
     init_from: Optional[str] = _field(None, "Start the student from this .keras model's weights, or "
-                                      "an fld int8 .tflite's (dequantised; e.g. the shipped "
+                                      "an fld int8 .tflite's (dequantized; e.g. the shipped "
                                       "fld/runtime/assets/default_68.tflite) "
                                       "(layers matched by name and shape; e.g. fine-tune or "
                                       "distil a trained student, or reuse a backbone for a new "
                                       "scheme). A resumed run's state wins over it.")
-    # optimisation
+    # optimization
     batch_size: int = _field(32, "Global batch size (summed over replicas).")
     epochs: int = _field(100, "Epochs to train (a resumed run continues up to this).")
     steps_per_epoch: int = _field(0, "Cap on optimizer steps per epoch (0 = one pass).")
@@ -65,7 +65,7 @@ class TrainConfig:
     blur_prob: float = _field(0.3, "Gaussian blur probability.")
     gamma_prob: float = _field(0.2, "Gamma change probability.")
     noise_prob: float = _field(0.2, "Gaussian noise probability.")
-    grey_prob: float = _field(0.2, "Greyscale probability.")
+    gray_prob: float = _field(0.2, "Grayscale probability.")
     # run
     seed: int = _field(0, "Seed of weights, data order and augmentation.")
     skip_bad: bool = _field(False, "Skip (and count) faces with a bad annotation or an "

@@ -22,7 +22,7 @@ def augment_config(config: TrainConfig):
         scale_sigma=config.scale_sigma, shift_sigma=config.shift_sigma,
         occlusion_prob=config.occlusion_prob, blur_prob=config.blur_prob,
         gamma_prob=config.gamma_prob, noise_prob=config.noise_prob,
-        grey_prob=config.grey_prob)
+        gray_prob=config.gray_prob)
 
 
 @dataclasses.dataclass
@@ -79,7 +79,7 @@ def _load_keras_flag(flag: str, path: str, missing_hint: str = ""):
     """The .keras model a flag names; errors name the flag and the file."""
     import keras
 
-    import fld.models  # noqa: F401 - registers the model classes for deserialisation
+    import fld.models  # noqa: F401 - registers the model classes for deserialization
 
     if not path or not os.path.exists(path):
         raise FileNotFoundError(f"--{flag} {path!r}: no such file{missing_hint}")
@@ -125,7 +125,7 @@ def init_student_weights(student, path: str, train_cache=None) -> dict:
     """Copies the weights of ``path`` into ``student``, layer by layer.
 
     ``path`` is a .keras model, or an fld int8 ``.tflite`` (e.g. the shipped default
-    model): its weights are dequantised and its folded BatchNorms unfolded
+    model): its weights are dequantized and its folded BatchNorms unfolded
     (``fld.export.tflite_weights``), then those BatchNorms get the statistics of 64 faces of
     ``train_cache`` (a ``CropCache``) so that training mode starts from the exported
     function.

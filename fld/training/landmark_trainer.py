@@ -59,7 +59,7 @@ class LandmarkTrainer(keras.Model):
         student: Keras model to train.
         teacher: optional Keras model; frozen here (``trainable = False``).
         scheme: optional landmark scheme (name, path or ``fld.schemes.Scheme``) for NME.
-        io_indices: optional (i, j) NME normalisation points; overrides ``scheme``.
+        io_indices: optional (i, j) NME normalization points; overrides ``scheme``.
         star_weight: weight of L_STAR (1).
         point_weight, edge_weight: L_AAM weights (10, 10).
         kd_weight: L_KD weight; None = the form's default (100 for ``mse``, 1 for ``l2_sum``).
@@ -69,7 +69,7 @@ class LandmarkTrainer(keras.Model):
         ema_momentum: EMA decay of the student's trainable weights (0 = no EMA). The decay
             used at update n is ``min(ema_momentum, (1 + n) / (10 + n))`` (a warm-up, as in
             timm's ModelEmaV2 / TF's ExponentialMovingAverage with num_updates), so
-            short runs do not validate weights that are mostly the initialisation.
+            short runs do not validate weights that are mostly the initialization.
         decode_method: ``fld.codec.decode_ops`` method for the validation NME.
     """
 
@@ -133,7 +133,7 @@ class LandmarkTrainer(keras.Model):
         self.ema_momentum = float(ema_momentum)
         self.ema_vars = []
         if self.ema_momentum > 0:
-            # ONLY_FIRST_REPLICA: every replica holds the same (synchronised) weights, so a
+            # ONLY_FIRST_REPLICA: every replica holds the same (synchronized) weights, so a
             # replica-context assign needs no all-reduce.
             self.ema_vars = [
                 self.add_weight(shape=v.shape, dtype=v.dtype, trainable=False,
@@ -147,7 +147,7 @@ class LandmarkTrainer(keras.Model):
 
     # --- Keras plumbing -------------------------------------------------------------
     def get_config(self):
-        """Config with the student/teacher serialised (``backbone`` is not kept)."""
+        """Config with the student/teacher serialized (``backbone`` is not kept)."""
         config = super().get_config()
         config.update(self._config)
         config["student"] = keras.saving.serialize_keras_object(self.student)
@@ -277,7 +277,7 @@ class LandmarkTrainer(keras.Model):
         with tf.GradientTape() as tape:
             _, terms = self._compute(x, y, sample_weight, teacher_fused, training=True)
             loss = ops.sum(terms["loss"]) / self._global_batch_size(terms["loss"])
-            if self.student.losses:  # regularisers: per replica, scaled like Keras does
+            if self.student.losses:  # regularizers: per replica, scaled like Keras does
                 replicas = tf.distribute.get_strategy().num_replicas_in_sync
                 loss = loss + ops.sum(self.student.losses) / replicas
             scaled = self.optimizer.scale_loss(loss)

@@ -1,4 +1,4 @@
-"""A streaming Keras metric for the normalised mean error (NME).
+"""A streaming Keras metric for the normalized mean error (NME).
 
 The same formula as ``fld.metrics.nme`` (``fld.metrics.nme_terms``, run with
 ``keras.ops``): per face, the mean point-to-point error divided by the ground truth's
@@ -23,7 +23,7 @@ class NormalizedMeanError(keras.metrics.Metric):
         scheme: landmark scheme name, scheme JSON path, or ``Scheme``. The config
             stores the name (or path) so the metric can be rebuilt by ``get_scheme``.
         norm: ``"inter_ocular"`` or ``"inter_pupil"``.
-        io_indices: optional (i, j): normalise by the distance of points i and j instead
+        io_indices: optional (i, j): normalize by the distance of points i and j instead
             (inter-ocular only); for models whose points follow no named scheme.
         name: metric name.
         dtype: accumulator dtype.
@@ -33,7 +33,7 @@ class NormalizedMeanError(keras.metrics.Metric):
                  name: str = "nme", dtype=None, io_indices=None, **kwargs):
         super().__init__(name=name, dtype=dtype, **kwargs)
         if norm not in NORMS:
-            raise ValueError(f"unknown NME normalisation {norm!r}: use one of {NORMS}")
+            raise ValueError(f"unknown NME normalization {norm!r}: use one of {NORMS}")
         if io_indices is not None:
             if norm != "inter_ocular":
                 raise ValueError("NormalizedMeanError: io_indices go with inter_ocular")
@@ -51,9 +51,9 @@ class NormalizedMeanError(keras.metrics.Metric):
         """Adds a batch: (B, K, 2) ground truth and prediction; optional (B,) weights."""
         gt = ops.cast(true_landmarks, "float32")
         pred = ops.cast(pred_landmarks, "float32")
-        error, normaliser = nme_terms(pred, gt, self.groups, ops)
+        error, normalizer = nme_terms(pred, gt, self.groups, ops)
         # A degenerate ground truth (eyes on one spot) gives a huge NME, not a NaN.
-        per_face = error / ops.maximum(normaliser, 1e-12)
+        per_face = error / ops.maximum(normalizer, 1e-12)
         if sample_weight is None:
             weight = ops.ones_like(per_face)
         else:

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 # 16 faces x 51 points: mean |int8 output difference| 1.24 steps (max 25); landmark
 # difference median 0.04 heatmap px, 80% of points within 0.25 px; on the random-weight
 # maps' flat peaks argmax flips elsewhere (max 16.6 px). Where the reference map has a
-# clear peak (>= 20 steps above every cell outside its 3x3 neighbourhood, ~20% of
+# clear peak (>= 20 steps above every cell outside its 3x3 neighborhood, ~20% of
 # points) the difference is <= 0.56 px. Bounds, with margin:
 MAX_MEAN_OUTPUT_STEPS = 3.0
 CLEAR_PEAK_STEPS, CLEAR_PEAK_TOLERANCE_PX = 20, 1.0
