@@ -58,32 +58,33 @@ def test_demo_shipped_model_step(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     # predict.py's summary: the shipped model found the one face (it exits 0 on none)
     assert "images: 1, faces: 1, skipped: 0" in done.stdout, done.stdout[-2000:]
-    overlay = tmp_path / os.path.basename(check.PHOTO)
+    overlay = tmp_path / "photo" / os.path.basename(check.PHOTO)
     assert overlay.is_file() and overlay.stat().st_size > 10_000
 
 
 @pytest.mark.slow
 def test_demo_whole_pipeline(tmp_path):
-    """tools/demo.py end to end (teacher -> distil -> int8 -> evaluate), 2 epochs each."""
+    """tools/demo.py end to end (shipped model, teacher -> distil -> int8 -> evaluate)."""
     done = subprocess.run(
-        [sys.executable, "tools/demo.py", "--epochs", "2", "--output_dir", str(tmp_path)],
+        [sys.executable, "tools/demo.py", "--epochs", "1", "--output_dir", str(tmp_path)],
         cwd=check.REPO, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = tmp_path / "report"
-    for name in ("ced.png", "per_face.csv", "summary.md"):
-        assert (report / name).is_file(), name
+    for report in (tmp_path / "report", tmp_path / "shipped"):
+        for name in ("ced.png", "per_face.csv", "summary.md"):
+            assert (report / name).is_file(), report / name
     assert (tmp_path / "student_int8.tflite").stat().st_size > 100_000
-    # The first model evaluated is the shipped one (12 sample faces): its usual figure;
-    # the 2-epoch miniature student only has to give finite errors on every face.
-    shipped_nme = float(done.stdout.split("nme_io:")[-1].split()[0])
-    assert shipped_nme < 100 * check.MAX_MEAN_NME_IO, shipped_nme
     import csv
 
-    with open(report / "per_face.csv") as f:
+    with open(tmp_path / "report" / "per_face.csv") as f:
         rows = list(csv.DictReader(f))
-    models = {row["model"] for row in rows}
-    assert len(models) == 2 and len(rows) == 24, (models, len(rows))
-    assert all(np.isfinite(float(row["nme_io"])) for row in rows)
+    assert len({row["model"] for row in rows}) == 4 and len(rows) == 48, len(rows)
+    # Every stage starts from trained weights: each model's printed held-out figure is a
+    # real landmark accuracy, not the tens of percent of a network trained for a minute.
+    results = done.stdout.split("=== results")[-1].split("=== time")[0]
+    figures = [float(line.rsplit(":", 1)[1]) for line in results.splitlines()
+               if line.strip() and line.rstrip()[-1].isdigit()]
+    assert len(figures) == 5, results
+    assert all(0 < nme < 100 * 2 * check.MAX_MEAN_NME_IO for nme in figures), results
 
 
 def test_reference_kernels_score_like_xnnpack_on_real_faces(landmarker):
