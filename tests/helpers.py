@@ -3,6 +3,7 @@ models (Keras and int8 TFLite) and tiny training configs on real faces."""
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -202,3 +203,13 @@ def tiny_config(data_300w, work_dir, **overrides):
 def read_history(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def copy_annotated_faces(records, folder):
+    """Copies each record's image and its .pts beside it into ``folder`` (made here)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for record in records:
+        shutil.copy(record.image_path, folder)
+        shutil.copy(os.path.splitext(record.image_path)[0] + ".pts", folder)
+    return folder
+

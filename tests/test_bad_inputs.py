@@ -13,7 +13,7 @@ import pytest
 from fld.crop import box_from_landmarks
 from fld.data.readers import read_pts
 
-from tests.helpers import run_tool
+from tests.helpers import copy_annotated_faces, run_tool
 
 
 def predict(*args):
@@ -23,11 +23,7 @@ def predict(*args):
 @pytest.fixture
 def annotated_folder(real_records, tmp_path):
     """Two real faces with their ground-truth .pts beside them."""
-    folder = tmp_path / "faces"
-    folder.mkdir()
-    for record in real_records[:2]:
-        shutil.copy(record.image_path, folder)
-        shutil.copy(os.path.splitext(record.image_path)[0] + ".pts", folder)
+    folder = copy_annotated_faces(real_records[:2], tmp_path / "faces")
     return folder
 
 
@@ -285,11 +281,7 @@ def test_train_distill_evaluate_fail_in_one_line(real_records, tmp_path):
 
 
 def test_evaluate_checks_images_up_front_or_skips_and_counts(real_records, tmp_path):
-    folder = tmp_path / "faces"
-    folder.mkdir()
-    for record in real_records[:3]:
-        shutil.copy(record.image_path, folder)
-        shutil.copy(os.path.splitext(record.image_path)[0] + ".pts", folder)
+    folder = copy_annotated_faces(real_records[:3], tmp_path / "faces")
     broken = folder / os.path.basename(real_records[1].image_path)
     broken.write_bytes(b"not an image at all" * 10)
     line = one_error_line(run_tool("evaluate.py", "--model", "fld/runtime/assets/default_68.tflite",
@@ -307,11 +299,7 @@ def test_train_skip_bad_counts_unreadable_faces(real_records, tmp_path):
     from fld.data.readers import AnnotationWarning
     from fld.training import trainer
 
-    folder = tmp_path / "faces"
-    folder.mkdir()
-    for record in real_records[:6]:
-        shutil.copy(record.image_path, folder)
-        shutil.copy(os.path.splitext(record.image_path)[0] + ".pts", folder)
+    folder = copy_annotated_faces(real_records[:6], tmp_path / "faces")
     broken = folder / os.path.basename(real_records[2].image_path)
     broken.write_bytes(b"\xff\xd8 truncated")
     config = trainer.TrainConfig(data_dir=str(folder), work_dir=str(tmp_path / "w"),

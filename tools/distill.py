@@ -9,26 +9,13 @@ image size. Writes the student's ``best.keras`` and logs to ``--work_dir``; re-r
 the same command resumes. Flags: ``fld.training.trainer``.
 """
 
-import shlex
-import sys
-
-from absl import app, flags
+from absl import app
 
 from fld.cli import one_line_errors
 from fld.training import trainer
 
 trainer.define_flags()
-flags.mark_flag_as_required("work_dir")
-flags.mark_flag_as_required("data_dir")
-flags.mark_flag_as_required("teacher")
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    trainer.train(trainer.config_from_flags(), command="python " + shlex.join(sys.argv[:1]))
-
+main = trainer.tool_main(stage=2)
 
 if __name__ == "__main__":
     app.run(one_line_errors(main, "distill.py"))

@@ -51,11 +51,7 @@ def convert(
     model,
     quantize: str = "int8",
     representative_images: Iterable[np.ndarray] | None = None,
-    input_type: str = "int8",
-    outputs: str | Sequence[str] | None = "fused",
-    output_cap: Optional[float] = None,
-    fine_ratio: Optional[float] = None,
-    flip_pair: bool = False,
+    **options,
 ) -> bytes:
     """Converts a Keras model to a TFLite flatbuffer.
 
@@ -66,23 +62,23 @@ def convert(
             activations) or ``"none"`` (float32).
         representative_images: float32 (1, S, S, 3) arrays in the model's input range,
             drawn like training inputs (~100 real face crops is typical).
-        input_type: ``"int8"`` or ``"uint8"``: the int8 model's input/output type.
-        outputs: output name(s) of a dict model to export; ``None`` exports all.
-        output_cap: export ``capped_fused_model(model, output_cap)`` (the ``fused``
-            maps clipped at this value, rescaled to [0, 6], ordered for int8;
-            ``map_peak_percentile`` picks one); None = ``outputs`` as they are.
-        fine_ratio: with ``output_cap``: also export the two-range output's fine maps
-            (``capped_fused_model``); ``fine_output_name`` finds its tensor.
-        flip_pair: input batch 2 instead of 1: the runtime feeds a crop and its mirror
-            image and averages the two predictions (flip test in one invoke; module
-            docstring). int8 calibration then sees each crop with its mirror.
+        options: keyword arguments of ``make_converter``:
+            input_type: ``"int8"`` or ``"uint8"``: the int8 model's input/output type.
+            outputs: output name(s) of a dict model to export; ``None`` exports all.
+            output_cap: export ``capped_fused_model(model, output_cap)`` (the ``fused``
+                maps clipped at this value, rescaled to [0, 6], ordered for int8;
+                ``map_peak_percentile`` picks one); None = ``outputs`` as they are.
+            fine_ratio: with ``output_cap``: also export the two-range output's fine maps
+                (``capped_fused_model``); ``fine_output_name`` finds its tensor.
+            flip_pair: input batch 2 instead of 1: the runtime feeds a crop and its mirror
+                image and averages the two predictions (flip test in one invoke; module
+                docstring). int8 calibration then sees each crop with its mirror.
     Returns:
         The ``.tflite`` bytes. int8: every MEAN over more than
         ``fld.export.mean_split.MEAN_SPLIT_LIMIT`` values per output is split in two
         (``split_large_means``: XNNPACK's AVX2 int8 MEAN overflows on large ones).
     """
-    tflite = make_converter(model, quantize, representative_images, input_type, outputs,
-                            output_cap, fine_ratio, flip_pair).convert()
+    tflite = make_converter(model, quantize, representative_images, **options).convert()
     if quantize == "int8":
         tflite = split_large_means(tflite)
     return tflite

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shlex
 import sys
 import time
 
@@ -64,7 +65,7 @@ def is_chief(strategy) -> bool:
         and "chief" not in resolver.cluster_spec().as_dict())
 
 
-def build_distiller(config: TrainConfig, steps_per_epoch: int, strategy, student=None):
+def build_landmark_trainer(config: TrainConfig, steps_per_epoch: int, strategy, student=None):
     """Student (+ teacher), LandmarkTrainer and its two AdamW optimizers, inside the strategy scope.
 
     ``student`` overrides the preset (tests pass tiny models): a model, or a function
@@ -199,7 +200,7 @@ def train(config: TrainConfig, student=None, command: str = "", verbose=None) ->
     steps = len(data.train) // config.batch_size
     if config.steps_per_epoch:
         steps = min(steps, config.steps_per_epoch)
-    trainer_model = build_distiller(config, steps, strategy, student=student)
+    trainer_model = build_landmark_trainer(config, steps, strategy, student=student)
 
     if config.init_from:
         init = init_student_weights(trainer_model.student, config.init_from, data.train)
@@ -258,3 +259,23 @@ def train(config: TrainConfig, student=None, command: str = "", verbose=None) ->
           flush=True)
     return TrainResult(checkpoint.best, checkpoint.best_epoch, best_path, checkpoint.history,
                        trainer_model)
+
+
+def tool_main(stage: int):
+    """The ``main`` of ``tools/train.py`` (stage 1: no teacher) or ``tools/distill.py``
+    (stage 2: ``--teacher`` required), reading the flags of ``define_flags``."""
+    from absl import app, flags
+
+    required = ("work_dir", "data_dir") + (("teacher",) if stage == 2 else ())
+    flags.mark_flags_as_required(required)
+
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        config = config_from_flags()
+        if stage == 1 and config.teacher:
+            raise app.UsageError("--teacher is for stage 2: use tools/distill.py")
+        train(config, command="python " + shlex.join(sys.argv[:1]))
+
+    return main
+
