@@ -11,7 +11,7 @@
 #    pytest, absl-py, tqdm; no TensorFlow, no Keras.
 # 3. Emulating the Pi 4's Cortex-A72 (NEON only) and the Pi 5's Cortex-A76 (NEON + dot
 #    product), which decide XNNPACK's int8 kernels (qemu's default CPU would offer i8mm and
-#    SVE, which no Pi has): tests/runtime_only with tflite-runtime on the A72 (artefacts from
+#    SVE, which no Pi has): tests/runtime_only with tflite-runtime on the A72 (artifacts from
 #    .ci/tflite_runtime_check.sh in build/ci-tflite), then tools/predict.py on real faces with
 #    every shipped model (fld/runtime/assets) and both runtimes, with --boxes (ground-truth
 #    boxes, both CPUs) and with the Haar detector (A72).

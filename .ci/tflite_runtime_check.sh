@@ -26,7 +26,7 @@ start=$SECONDS
 [ -x "$MAIN_PY" ] || { echo "tflite_runtime_check: $MAIN_PY missing (run .ci/run first)" >&2; exit 1; }
 [ -d "$DATA" ] || { echo "tflite_runtime_check: face folder $DATA not found" >&2; exit 1; }
 
-# --- 1. artefacts from the main environment ------------------------------------------
+# --- 1. artifacts from the main environment ------------------------------------------
 rm -rf "$OUT"
 "$MAIN_PY" tests/runtime_only/make_expected.py "$OUT" "$DATA"
 step1=$SECONDS
@@ -72,5 +72,5 @@ rm -rf "$OUT/predict_default"
     --output_dir "$OUT/predict_default" --save_pts
 [ -s "$OUT/predict_default/helen_126968967_1.pts" ] || {
     echo "tflite_runtime_check: the default model wrote no .pts for the bundled photo" >&2; exit 1; }
-echo "tflite_runtime_check passed: artefacts $((step1 - start)) s, venv $((step2 - step1)) s," \
+echo "tflite_runtime_check passed: artifacts $((step1 - start)) s, venv $((step2 - step1)) s," \
      "runtime checks $((SECONDS - step2)) s"

@@ -36,6 +36,12 @@ from fld.schemes import Scheme
 
 DECODE_METHODS = ("argmax", "soft_argmax", "local_soft_argmax", "parabola")
 DEFAULT_DECODE = "local_soft_argmax"   # the runtime's default host-side decode
+DECODE_OPS_METHODS = ("argmax", "soft_argmax", "local_soft_argmax")   # what decode_ops runs
+# The decode of the training's validation NME and of float Keras models: the fused map's
+# mean, which STAR trains.
+VALIDATION_DECODE = "soft_argmax"
+DEFAULT_DECODE_RADIUS = 2   # local_soft_argmax's window radius, in heatmap cells
+DEFAULT_STRIDE = 4          # input pixels per heatmap cell of every fld network
 
 
 def catmull_rom_matrix(num_points: int, closed: bool, samples_per_segment: int = 5):
@@ -82,7 +88,7 @@ class HeatmapCodec:
 
     scheme: Scheme
     image_size: int = 256
-    stride: int = 4
+    stride: int = DEFAULT_STRIDE
     sigma: float = 1.5
     cutoff_sigmas: float | None = None
     edge_samples: int = 5
@@ -159,18 +165,18 @@ class HeatmapCodec:
 
     # --- decoding (numpy) --------------------------------------------------------------
     def decode(self, heatmaps: np.ndarray, method: str = DEFAULT_DECODE,
-               radius: int = 2) -> np.ndarray:
+               radius: int = DEFAULT_DECODE_RADIUS) -> np.ndarray:
         """(..., H, W, K) heatmaps -> (..., K, 2) landmarks in heatmap cells (numpy)."""
         return decode_numpy(heatmaps, method, radius)
 
     def decode_to_image(self, heatmaps: np.ndarray, method: str = DEFAULT_DECODE,
-                        radius: int = 2) -> np.ndarray:
+                        radius: int = DEFAULT_DECODE_RADIUS) -> np.ndarray:
         """Like ``decode`` but in input-crop pixels."""
         return self.to_image(self.decode(heatmaps, method, radius))
 
 
 def decode_numpy(heatmaps: np.ndarray, method: str = DEFAULT_DECODE,
-                 radius: int = 2) -> np.ndarray:
+                 radius: int = DEFAULT_DECODE_RADIUS) -> np.ndarray:
     """(..., H, W, K) heatmaps -> (..., K, 2) (x, y) in heatmap cells."""
     if method not in DECODE_METHODS:
         raise ValueError(f"unknown decode method {method!r}: use one of {DECODE_METHODS}")
@@ -246,7 +252,7 @@ def _parabola_offsets(hm: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndar
     return offsets
 
 
-def decode_ops(heatmaps, method: str = DEFAULT_DECODE, radius: int = 2):
+def decode_ops(heatmaps, method: str = DEFAULT_DECODE, radius: int = DEFAULT_DECODE_RADIUS):
     """(B, H, W, K) heatmaps -> (B, K, 2) landmarks in heatmap cells, with keras.ops.
 
     Supports ``argmax``, ``soft_argmax`` and ``local_soft_argmax``; differentiable for
@@ -254,7 +260,7 @@ def decode_ops(heatmaps, method: str = DEFAULT_DECODE, radius: int = 2):
     """
     from keras import ops
 
-    if method not in ("argmax", "soft_argmax", "local_soft_argmax"):
+    if method not in DECODE_OPS_METHODS:
         raise ValueError(f"decode_ops supports argmax / soft_argmax / local_soft_argmax, "
                          f"not {method!r}")
     shape = ops.shape(heatmaps)

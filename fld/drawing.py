@@ -121,3 +121,22 @@ def write_image(path: str, canvas: np.ndarray) -> str:
         if not cv2.imwrite(tmp, canvas):
             raise OSError(f"cannot write {path}")
     return path
+
+
+def predictions_grid_png(images, true_xy, pred_xy, columns: int = 4, title: str = "") -> bytes:
+    """A PNG grid of faces with true (green) and predicted (red) points, as bytes.
+
+    ``images`` (N, S, S, 3) in [-1, 1]; points (N, K, 2) in input pixels. Faces smaller
+    than 160 px are enlarged by an integer factor so the points stay apart.
+    """
+    factor = max(1, -(-160 // images.shape[1]))
+    tiles = []
+    for image, true, pred in zip(images, true_xy, pred_xy):
+        tile = model_input_to_bgr(image)
+        if factor > 1:
+            tile = np.kron(tile, np.ones((factor, factor, 1), np.uint8))
+        # Pixel centers move to (x + 0.5) * factor - 0.5 under pixel replication.
+        true, pred = ((np.asarray(xy) + 0.5) * factor - 0.5 for xy in (true, pred))
+        tiles.append(compare_tile(tile, true, pred, radius=1.5))
+    canvas = with_title(grid(tiles, columns), title)
+    return encode_png(canvas)

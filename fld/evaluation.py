@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from fld import drawing, metrics
+from fld.codec import VALIDATION_DECODE
 from fld.crop import box_from_landmarks
 from fld.fileio import write_text_atomic
 from fld.images import ImageError, read_image_rgb
@@ -69,7 +70,7 @@ def load_predictor(path: str, decode_method: str | None = None, num_threads: int
     from fld.keras_engine import keras_landmarker
 
     return keras_landmarker(path, preset, image_size, scheme,
-                            decode_method=decode_method or "soft_argmax", flip_test=flip_test)
+                            decode_method=decode_method or VALIDATION_DECODE, flip_test=flip_test)
 
 
 def match_detection(detections, gt_box, min_iou: float = 0.3):

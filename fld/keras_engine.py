@@ -11,16 +11,20 @@ from __future__ import annotations
 import numpy as np
 
 from fld.cli import short_error
+from fld.codec import DEFAULT_DECODE_RADIUS, VALIDATION_DECODE
 from fld.crop import DEFAULT_CROP_SCALE
 from fld.fileio import check_model_file
 
 
 def load_keras_model(path: str, preset: str | None = None, image_size: int | None = None,
-                     scheme: str | None = None):
+                     scheme: str | None = None, compile: bool = True,
+                     any_keras_model: bool = False):
     """Loads a ``LandmarkDetector`` from ``.keras``, or from ``.weights.h5`` plus the
     preset, image size and scheme it was built with, or from an fld int8 ``.tflite``
     plus the preset (image size and scheme come from its metadata; the float weights
-    are read back out of the int8 file, ``fld.export.tflite_weights``). Errors name the file."""
+    are read back out of the int8 file, ``fld.export.tflite_weights``). Errors name the file.
+    ``any_keras_model``: a ``.keras`` file may hold any Keras model (a teacher or an
+    ``--init_from`` source), not only a ``LandmarkDetector``."""
     import keras
 
     import fld.models as models  # registers the custom layers for safe-mode loading
@@ -41,13 +45,14 @@ def load_keras_model(path: str, preset: str | None = None, image_size: int | Non
                              f"{image_size}px, scheme {scheme}: {short_error(e)}") from None
         return model
     if not path.endswith(".keras"):
-        raise ValueError(f"{path}: not a Keras model file (.keras or .weights.h5)")
+        raise ValueError(f"{path}: not a model file (expected .keras, .weights.h5 with the "
+                         f"preset, image size and scheme, or an fld .tflite with the preset)")
     try:
-        model = keras.saving.load_model(path)
+        model = keras.saving.load_model(path, compile=compile)
     except Exception as e:
         raise ValueError(f"{path}: not a loadable Keras model ({type(e).__name__}: "
                          f"{short_error(e)})") from None
-    if not isinstance(model, models.LandmarkDetector):
+    if not any_keras_model and not isinstance(model, models.LandmarkDetector):
         raise ValueError(f"{path}: holds a {type(model).__name__}, not an fld LandmarkDetector")
     return model
 
@@ -87,26 +92,38 @@ class KerasEngine:
         return np.asarray(outputs["fused"])
 
 
-def model_info_for(model, crop_scale: float = DEFAULT_CROP_SCALE,
-                   decode_method: str = "soft_argmax"):
-    """The runtime's ``ModelInfo`` describing a float Keras ``LandmarkDetector``.
+def model_info_for(model, quantization: str = "none", crop_scale: float | None = None,
+                   decode_method: str = VALIDATION_DECODE,
+                   decode_radius: int = DEFAULT_DECODE_RADIUS):
+    """The runtime's ``ModelInfo`` of a Keras ``LandmarkDetector``: as it runs here (float,
+    ``quantization="none"``) or as ``fld.export`` writes it into a ``.tflite``.
 
-    ``decode_method`` defaults to ``soft_argmax``, the decode of the training's
-    validation NME (the fused map's mean, which STAR trains).
+    Input size and stride come from the model's input and ``fused`` output shapes; the
+    Haar box mapping is the one measured for the model's scheme
+    (``fld.runtime.detector.HAAR_BOX_MAPPINGS``), if any. ``decode_method`` defaults to
+    the decode of the training's validation NME.
     """
     from fld.runtime.detector import HAAR_BOX_MAPPINGS
     from fld.runtime.metadata import make_model_info
 
+    image_size = int(model.inputs[0].shape[1])
+    output = model.output["fused"] if isinstance(model.output, dict) else model.output
+    heatmap_size = int(output.shape[1])
+    if not heatmap_size or image_size % heatmap_size:
+        raise ValueError(f"input size {image_size} is not a multiple of the heatmap size "
+                         f"{heatmap_size}")
     mapping = HAAR_BOX_MAPPINGS.get(model.scheme.name)
-    mapping = None if mapping is None else mapping.as_tuple()
-    return make_model_info(model.scheme, image_size=model.image_size, quantization="none",
-                           crop_scale=crop_scale, decode_method=decode_method,
-                          box_mapping=mapping)
+    return make_model_info(
+        model.scheme, image_size=image_size, stride=image_size // heatmap_size,
+        quantization=quantization,
+        crop_scale=DEFAULT_CROP_SCALE if crop_scale is None else float(crop_scale),
+        decode_method=decode_method, decode_radius=decode_radius,
+        box_mapping=None if mapping is None else mapping.as_tuple())
 
 
 def keras_landmarker(path: str, preset: str | None = None, image_size: int | None = None,
                      scheme: str | None = None, detector=None,
-                     decode_method: str = "soft_argmax", flip_test: bool = False):
+                     decode_method: str = VALIDATION_DECODE, flip_test: bool = False):
     """A ``fld.runtime.Landmarker`` running a Keras model file."""
     from fld.runtime.landmarker import Landmarker
 

@@ -20,6 +20,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SIZE, TINY_K = 64, 5
 TINY_SCHEME = Scheme("tiny_5", TINY_K, (1, 0, 2, 4, 3), (0, 1), ((0,), (1,)),
                      (Edge("mouth", (3, 4)),))
+# The same points with a second edge, for tests of the edge heads and the AAM transform.
+TINY_SCHEME_TWO_EDGES = Scheme("tiny_5", TINY_K, (1, 0, 2, 4, 3), (0, 1), ((0,), (1,)),
+                               (Edge("eyes", (0, 1)), Edge("mouth", (3, 4))))
 # Peaks of the tiny model's maps, in heatmap cells (x, y) on its 16x16 grid.
 _TINY_PEAKS = np.array([[5.0, 6.0], [10.0, 6.0], [7.5, 9.0], [5.5, 12.0], [9.5, 12.0]])
 # int8 vs float Keras, largest landmark difference over 24 real faces, in input-crop
@@ -212,4 +215,19 @@ def copy_annotated_faces(records, folder):
         shutil.copy(record.image_path, folder)
         shutil.copy(os.path.splitext(record.image_path)[0] + ".pts", folder)
     return folder
+
+
+def bn_fitted_student(crops, scheme="300w_68", preset="mobilevitv2_050", steps=30, seed=0):
+    """A random-weight ``LandmarkDetector`` at the crops' size whose BatchNorm statistics
+    are fitted to real face crops (as after training): with the initial statistics (0, 1)
+    every map is nearly constant. ``crops``: (N, S, S, 3) or a list of (1, S, S, 3)."""
+    import fld.models as models
+
+    batch = np.concatenate([np.asarray(c, np.float32).reshape((-1,) + np.shape(c)[-3:])
+                            for c in crops])
+    keras.utils.set_random_seed(seed)
+    model = models.LandmarkDetector(preset=preset, image_size=batch.shape[1], scheme=scheme)
+    for _ in range(steps):
+        model(batch, training=True)
+    return model
 

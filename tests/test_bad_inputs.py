@@ -125,8 +125,7 @@ def test_mean_split_cli_bad_inputs_fail_in_one_line(case, tmp_path, capsys):
 
 # --- the table: hostile input -> outcome and a message naming the file -------------------
 # Each row: (case id, what is given, the exception or exit status, fragments of the one
-# message). Issue 19's items 4-16; the helpers below build each input from real faces
-# and the shipped model.
+# message). The helpers below build each input from real faces and the shipped model.
 
 
 def shipped_bytes():

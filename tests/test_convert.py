@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from fld.export import calibration
+from tests.helpers import bn_fitted_student
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, SCHEME = 64, "pair_51"
@@ -46,17 +47,9 @@ def faces_dir(data_300w):
 @pytest.fixture(scope="module")
 def student(faces_dir, tmp_path_factory):
     """(path of the saved .keras student, the model)."""
-    import keras
-
-    import fld.models as models
-
-    keras.utils.set_random_seed(0)
-    model = models.LandmarkDetector(preset="mobilevitv2_050", image_size=SIZE, scheme=SCHEME)
     records = calibration.read_calibration_records(faces_dir, SCHEME)
     faces, _ = calibration.pick_calibration_faces(records, 16, 0)
-    batch = np.concatenate(calibration.face_crops(faces, SIZE, progress=False))
-    for _ in range(30):
-        model(batch, training=True)
+    model = bn_fitted_student(calibration.face_crops(faces, SIZE, progress=False), SCHEME)
     path = str(tmp_path_factory.mktemp("student") / "student.keras")
     model.save(path)
     return path, model

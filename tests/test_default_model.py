@@ -64,7 +64,7 @@ def test_demo_shipped_model_step(tmp_path):
 
 @pytest.mark.slow
 def test_demo_whole_pipeline(tmp_path):
-    """tools/demo.py end to end (shipped model, teacher -> distil -> int8 -> evaluate)."""
+    """tools/demo.py end to end (shipped model, teacher -> distill -> int8 -> evaluate)."""
     done = subprocess.run(
         [sys.executable, "tools/demo.py", "--epochs", "1", "--output_dir", str(tmp_path)],
         cwd=check.REPO, capture_output=True, text=True, timeout=1200)

@@ -4,13 +4,13 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 
 from fld import evaluation
 from fld.crop import box_from_landmarks
 from fld.schemes import get_scheme
+from tests.helpers import bn_fitted_student
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64
@@ -58,17 +58,12 @@ def test_detector_mode_counts_missed_faces(real_records):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, real_records):
     """(model, path): a tiny 64 px student with real-face BatchNorm statistics, saved."""
-    import fld.models as models
     from fld.crop import crop_face
     from fld.data.pipeline import read_image_rgb
 
-    keras.utils.set_random_seed(0)
-    model = models.LandmarkDetector(preset="mobilevitv2_050", image_size=SIZE,
-                                    scheme="300w_68")
     crops = np.stack([crop_face(read_image_rgb(r.image_path), box_from_landmarks(r.landmarks),
                                 SIZE)[0] for r in real_records[:16]]) / 127.5 - 1.0
-    for _ in range(20):  # BatchNorm statistics of real faces, as after training
-        model(crops.astype(np.float32), training=True)
+    model = bn_fitted_student(crops, "300w_68", steps=20)
     path = str(tmp_path_factory.mktemp("model") / "tiny.keras")
     model.save(path)
     return model, path

@@ -8,6 +8,7 @@ import fld.models as models
 from fld import export
 from fld.crop import crop_face, normalize_image
 from tests.conftest import DATA_300W
+from tests.helpers import bn_fitted_student
 
 SIZE = 64
 NUM_CALIBRATION, NUM_EVAL = 16, 24
@@ -33,12 +34,7 @@ def faces(data_300w):
 def student(faces):
     """Random-weight student whose BatchNorm statistics are fitted to the face crops
     (as after training); with init statistics (0, 1) every map is nearly constant."""
-    keras.utils.set_random_seed(0)
-    model = models.LandmarkDetector(preset="mobilevitv2_050", image_size=SIZE, scheme="pair_51")
-    batch = np.concatenate(faces[0])
-    for _ in range(30):
-        model(batch, training=True)
-    return model
+    return bn_fitted_student(faces[0], "pair_51")
 
 
 @pytest.fixture(scope="module")

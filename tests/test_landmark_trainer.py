@@ -150,7 +150,7 @@ def test_mirrored_strategy_two_cpus_matches_single_device():
 
 
 def test_resumed_distillation_reloads_the_teacher_and_matches_one_run(data_300w, tmp_path):
-    """Distil 2 epochs in one go == 1 epoch + resume: the resumed run reloads the frozen
+    """Distill 2 epochs in one go == 1 epoch + resume: the resumed run reloads the frozen
     teacher from --teacher (state.npz holds the student only) and keeps distilling."""
     import dataclasses
 

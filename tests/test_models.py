@@ -8,13 +8,11 @@ import tensorflow as tf
 import fld.models as models
 from fld.models.layers import FixedPointwise, InstanceNormalization, SampleNormalization
 from fld.models.mobilevitv2 import PatchFold, PatchUnfold
-from fld.schemes import Edge, Scheme, get_scheme
+from fld.schemes import get_scheme
+from tests.helpers import TINY_SCHEME_TWO_EDGES
 
 SIZE = 64
-TINY_SCHEME = Scheme(
-    name="tiny_5", num_points=5, flip_perm=(1, 0, 2, 4, 3), io_indices=(0, 1),
-    pupils=((0,), (1,)), edges=(Edge("eyes", (0, 1)), Edge("mouth", (3, 4))),
-)
+TINY_SCHEME = TINY_SCHEME_TWO_EDGES
 CASES = {
     "student": dict(preset="mobilevitv2_050", scheme="pair_51"),
     "student_gn": dict(preset="mobilevitv2_050_gn", scheme="pair_51"),

@@ -15,16 +15,14 @@ import keras
 import numpy as np
 import pytest
 
-from fld.schemes import get_scheme
 from fld.training import LandmarkTrainer
 from fld.training import checkpoint as ck
 from fld.training import trainer
 from fld.training.schedules import WarmupCosine
-from tests.helpers import (read_history, synthetic_batch, tiny_config, tiny_detector,
+from tests.helpers import (SCHEME, read_history, synthetic_batch, tiny_config, tiny_detector,
                            tiny_model)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCHEME = get_scheme("300w_68")
 
 
 # --- schedule, EMA, flags -------------------------------------------------------------------

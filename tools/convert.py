@@ -43,9 +43,10 @@ import sys
 from absl import app, flags
 
 from fld.cli import one_line_errors
-from fld.codec import DECODE_METHODS, DEFAULT_DECODE
+from fld.codec import DECODE_METHODS, DEFAULT_DECODE, DEFAULT_DECODE_RADIUS
 from fld.crop import DEFAULT_CROP_SCALE
 from fld.export import DEFAULT_CAP_PERCENTILE, DEFAULT_FINE_RATIO, QUANTIZE_MODES
+from fld.export.calibration import DEFAULT_OUTLIER_FACTOR
 
 flags.DEFINE_string("checkpoint", None, "Trained model: .keras, .weights.h5 with --model, or "
                     "an fld int8 .tflite with --model (its weights read back into the float "
@@ -75,9 +76,10 @@ flags.DEFINE_float("crop_scale", DEFAULT_CROP_SCALE, "The crop rule's margin the
 flags.DEFINE_enum("decode_method", "auto", ["auto"] + list(DECODE_METHODS),
                   "Host-side heatmap decoding stored in the metadata; auto = the method "
                   "with the lowest NME of the converted model on the held-out faces.")
-flags.DEFINE_integer("decode_radius", 2, "Window radius of local_soft_argmax (cells).")
-flags.DEFINE_float("outlier_factor", 10.0, "int8: leave out of calibration any face on which "
-                   "some layer's output peaks above this multiple of its median peak over the "
+flags.DEFINE_integer("decode_radius", DEFAULT_DECODE_RADIUS,
+                     "Window radius of local_soft_argmax (cells).")
+flags.DEFINE_float("outlier_factor", DEFAULT_OUTLIER_FACTOR, "int8: leave out of "
+                   "calibration any face on which some layer's output peaks above this multiple of its median peak over the "
                    "calibration faces (one such face stretches int8 ranges; 0: keep all).")
 flags.DEFINE_float("output_cap_percentile", DEFAULT_CAP_PERCENTILE, "int8: clip the output heatmaps at this "
                    "percentile of their peaks on the calibration faces, so that the int8 "
@@ -107,10 +109,6 @@ def load_model():
     path = FLAGS.checkpoint
     if not os.path.exists(path):
         raise ConvertError(f"checkpoint not found: {path}")
-    if not path.endswith((".keras", ".weights.h5", ".tflite")):
-        raise ConvertError(f"{path}: not a model file (expected .keras, .weights.h5 with "
-                           f"--model, --image_size and --scheme, or an fld .tflite with "
-                           f"--model)")
     try:
         model = load_keras_model(path, FLAGS.model, FLAGS.image_size, FLAGS.scheme)
     except ValueError as e:
@@ -164,17 +162,9 @@ def run() -> str:
     if quantize == "int8":
         crops, used = calibration.face_crops(calibration_faces, image_size, FLAGS.crop_scale,
                                              progress=FLAGS.progress, with_records=True)
-        if FLAGS.outlier_factor:
-            outliers = set(export.outlier_crops(model, crops, FLAGS.outlier_factor))
-            if len(outliers) > len(crops) // 2:
-                print(f"calibration: {len(outliers)} of {len(crops)} faces would count as "
-                      f"outliers (an untrained model?): keeping them all")
-                outliers = set()
-            if outliers:
-                names = ", ".join(used[i].image_path for i in sorted(outliers))
-                print(f"calibration: left out {len(outliers)} face(s) driving a layer above "
-                      f"{FLAGS.outlier_factor:g}x its median peak: {names}")
-            crops = [c for i, c in enumerate(crops) if i not in outliers]
+        crops, note = calibration.drop_outliers(model, crops, used, FLAGS.outlier_factor)
+        if note:
+            print(note)
         crops = _Progress(crops, "calibrating", FLAGS.progress)
 
     auto = FLAGS.decode_method == "auto"

@@ -1,4 +1,4 @@
-"""Stage 2: distil a frozen teacher into the student (STAR + AAM + heatmap KD).
+"""Stage 2: distill a frozen teacher into the student (STAR + AAM + heatmap KD).
 
     python tools/distill.py --flagfile=configs/distill.flags --teacher=runs/teacher/best.keras
     python tools/distill.py --flagfile=configs/smoke.flags --model=mobilevitv2_050 \\

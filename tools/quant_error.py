@@ -64,7 +64,7 @@ def direct_matmul_errors(tflite_bytes: bytes, crops) -> dict[str, dict]:
     showed near-constant offsets that follow the right operand's zero point, while the
     kernel's outputs match the dequantized product to rounding (0.3 steps RMS).
     """
-    from fld.runtime.interpreter import interpreter_class
+    from fld.runtime.interpreter import dequantize, interpreter_class, quantize
 
     _, interpreter_cls = interpreter_class()
     interpreter = interpreter_cls(model_content=tflite_bytes,
@@ -78,13 +78,13 @@ def direct_matmul_errors(tflite_bytes: bytes, crops) -> dict[str, dict]:
 
     def dequantized(index):
         s, z = details[index]["quantization"]
-        return (interpreter.get_tensor(index).astype(np.float64) - z) * s, s
+        return dequantize(interpreter.get_tensor(index), s, z).astype(np.float64), s
 
     for crop in crops:
         if np.dtype(source["dtype"]).kind == "f":
             q = crop.astype(source["dtype"])
         else:
-            q = np.clip(np.round(crop / scale) + zero_point, -128, 127).astype(source["dtype"])
+            q = quantize(crop, scale, zero_point, source["dtype"])
         interpreter.set_tensor(source["index"], q)
         interpreter.invoke()
         for op in ops:

@@ -76,15 +76,13 @@ def transform_points(matrices, points):
     return tf.einsum("bij,bkj->bki", matrices[:, :, :2], points) + matrices[:, None, :, 2]
 
 
-def rescale_affine(matrices, stride: float):
-    """The same geometric map expressed in heatmap cells of ``stride`` pixels.
-
-    With h(x) = (x + 0.5) / stride - 0.5 on both sides: A_h = h o A o h^-1.
-    """
+def rescale_affine(matrices, codec):
+    """The same geometric map expressed in the heatmap cells of ``codec``: with its pixel
+    rule h = ``codec.to_heatmap`` (an affine map with unit linear part, scaled) on both
+    sides, A_h = h o A o h^-1, whose translation is h(A(h^-1(0)))."""
     lin = matrices[:, :, :2]
-    off = 0.5 * (stride - 1.0)  # h^-1(u) = stride * u + off
-    trans = (tf.linalg.matvec(lin, tf.fill([tf.shape(lin)[0], 2], off)) + matrices[:, :, 2]
-             + 0.5) / stride - 0.5
+    origin = codec.to_image(tf.zeros([tf.shape(lin)[0], 2]))           # h^-1(0)
+    trans = codec.to_heatmap(tf.linalg.matvec(lin, origin) + matrices[:, :, 2])
     return tf.concat([lin, trans[..., None]], axis=-1)
 
 

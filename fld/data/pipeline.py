@@ -163,7 +163,7 @@ def make_batch_fn(codec: HeatmapCodec, to_output: np.ndarray, cfg: AugmentConfig
         points = augment.transform_points(matrices, landmarks)
         points = augment.permute_where(flip, points, point_perm, axis=1)
         edge_maps = augment.warp(tf.cast(edges, tf.float32) / 255.0,
-                                 augment.rescale_affine(matrices, codec.stride), hm_size)
+                                 augment.rescale_affine(matrices, codec), hm_size)
         edge_maps = augment.permute_where(flip, edge_maps, edge_perm, axis=3)
         out_images = augment.photometric(out_images, photo_seed, cfg)
         points_hm = codec.to_heatmap(points)

@@ -22,12 +22,12 @@ No module imports TensorFlow at import time (the runtime-only environment reads
 from fld.export.deploy_rules import AuditError, AuditReport, audit
 from fld.export.calibration import layer_peaks, outlier_crops
 from fld.export.converter import QUANTIZE_MODES, convert, make_converter
-from fld.export.landmark_model import ExportResult, export_landmarker, landmarker_info
+from fld.export.landmark_model import ExportResult, export_landmarker
 from fld.export.output_head import (
     DEFAULT_CAP_PERCENTILE, DEFAULT_FINE_RATIO, FINE_OUTPUT, capped_fused_model, fine_output_name,
     map_peak_percentile)
 
 __all__ = ["AuditError", "AuditReport", "audit", "layer_peaks", "outlier_crops",
            "QUANTIZE_MODES", "convert", "make_converter", "ExportResult", "export_landmarker",
-           "landmarker_info", "DEFAULT_CAP_PERCENTILE", "DEFAULT_FINE_RATIO", "FINE_OUTPUT", "capped_fused_model",
+           "DEFAULT_CAP_PERCENTILE", "DEFAULT_FINE_RATIO", "FINE_OUTPUT", "capped_fused_model",
            "fine_output_name", "map_peak_percentile"]

@@ -36,6 +36,10 @@ class CalibrationError(ValueError):
     """No usable calibration faces (missing or empty folder, unreadable images)."""
 
 
+# A calibration face counts as an outlier when some layer peaks above this many times its
+# median peak (``outlier_crops``).
+DEFAULT_OUTLIER_FACTOR = 10.0
+
 def read_calibration_records(path: str, scheme=None) -> list[Record]:
     """The annotated faces under ``path`` (adapted to ``scheme``), sorted by path.
 
@@ -153,7 +157,8 @@ def layer_peaks(model, images: Sequence[np.ndarray]) -> tuple[list[str], np.ndar
     return names, np.asarray(peaks, np.float64).reshape(len(peaks), len(names))
 
 
-def outlier_crops(model, images: Sequence[np.ndarray], factor: float = 10.0) -> list[int]:
+def outlier_crops(model, images: Sequence[np.ndarray],
+                  factor: float = DEFAULT_OUTLIER_FACTOR) -> list[int]:
     """Indices of calibration images on which some layer's output peaks above ``factor``
     times that layer's median peak over all the images.
 
@@ -173,3 +178,20 @@ def outlier_crops(model, images: Sequence[np.ndarray], factor: float = 10.0) -> 
     _, peaks = layer_peaks(model, images)                       # (images, tensors)
     typical = np.maximum(np.median(peaks, axis=0), 1e-6)
     return [int(i) for i in np.flatnonzero((peaks > factor * typical).any(axis=1))]
+
+
+def drop_outliers(model, crops: list, records: list, factor: float = DEFAULT_OUTLIER_FACTOR):
+    """``crops`` without their outliers (``outlier_crops``), and a note saying what was
+    left out (empty when nothing was). When more than half would count (an untrained
+    model), keeps them all: such ranges are the model's, not one face's."""
+    outliers = set(outlier_crops(model, crops, factor)) if factor else set()
+    if len(outliers) > len(crops) // 2:
+        return list(crops), (f"calibration: {len(outliers)} of {len(crops)} faces would count "
+                             f"as outliers (an untrained model?): keeping them all")
+    if not outliers:
+        return list(crops), ""
+    names = ", ".join(records[i].image_path for i in sorted(outliers))
+    return ([c for i, c in enumerate(crops) if i not in outliers],
+            f"calibration: left out {len(outliers)} face(s) driving a layer above "
+            f"{factor:g}x its median peak: {names}")
+

@@ -13,10 +13,11 @@ from fld.export.check import best_decode, compare_with_keras
 from fld.export.deploy_rules import AuditReport, audit
 from fld.export.converter import convert
 from fld.export.metadata import embed_metadata
-from fld.codec import DEFAULT_DECODE
+from fld.codec import DEFAULT_DECODE, DEFAULT_DECODE_RADIUS
 from fld.export.output_head import (DEFAULT_CAP_PERCENTILE, DEFAULT_FINE_RATIO, fine_output_name,
                                     map_peak_percentile)
 from fld.fileio import atomic_path
+from fld.keras_engine import model_info_for
 
 @dataclasses.dataclass
 class ExportResult:
@@ -40,33 +41,6 @@ class ExportResult:
     check: dict = dataclasses.field(default_factory=dict)
 
 
-def landmarker_info(model, quantize: str, crop_scale: Optional[float] = None,
-                    decode_method: str = DEFAULT_DECODE, decode_radius: int = 2):
-    """The runtime metadata (``ModelInfo``) of a ``LandmarkDetector`` exported as ``quantize``.
-
-    Input size and stride come from the model's input and ``fused`` output shapes; the
-    Haar box mapping is the one measured for the model's scheme
-    (``fld.runtime.detector.HAAR_BOX_MAPPINGS``), if any.
-    """
-    from fld.crop import DEFAULT_CROP_SCALE
-    from fld.runtime.detector import HAAR_BOX_MAPPINGS
-    from fld.runtime.metadata import make_model_info
-
-    image_size = int(model.inputs[0].shape[1])
-    output = model.output["fused"] if isinstance(model.output, dict) else model.output
-    heatmap_size = int(output.shape[1])
-    if not heatmap_size or image_size % heatmap_size:
-        raise ValueError(f"export: input size {image_size} is not a multiple of the heatmap "
-                         f"size {heatmap_size}")
-    mapping = HAAR_BOX_MAPPINGS.get(model.scheme.name)
-    return make_model_info(
-        model.scheme, image_size=image_size, stride=image_size // heatmap_size,
-        quantization=quantize,
-        crop_scale=DEFAULT_CROP_SCALE if crop_scale is None else float(crop_scale),
-        decode_method=decode_method, decode_radius=decode_radius,
-        box_mapping=None if mapping is None else mapping.as_tuple())
-
-
 def export_landmarker(
     model,
     path: str,
@@ -75,7 +49,7 @@ def export_landmarker(
     input_type: str = "int8",
     crop_scale: Optional[float] = None,
     decode_method: str = DEFAULT_DECODE,
-    decode_radius: int = 2,
+    decode_radius: int = DEFAULT_DECODE_RADIUS,
     verify: Optional[Callable[[str], None]] = None,
     output_cap_percentile: Optional[float] = DEFAULT_CAP_PERCENTILE,
     fine_ratio: Optional[float] = DEFAULT_FINE_RATIO,
@@ -112,7 +86,7 @@ def export_landmarker(
         a deployment rule: int8 models are audited with the no-float32 rule.
     """
     auto = decode_method == "auto"
-    info = landmarker_info(model, quantize, crop_scale, DEFAULT_DECODE if auto else decode_method,
+    info = model_info_for(model, quantize, crop_scale, DEFAULT_DECODE if auto else decode_method,
                            decode_radius)
     cap = None
     if quantize == "int8" and output_cap_percentile is not None and calibration_images is not None:

@@ -119,7 +119,9 @@ def fine_output_name(tflite_bytes: bytes) -> str:
     here on two probe inputs (mid-gray, fixed noise): the fine maps, r times the same
     product clipped at the same top, are everywhere >= the main ones, so their sum is
     the larger unless both are all zero."""
-    from ai_edge_litert.interpreter import Interpreter
+    from fld.runtime.interpreter import dequantize, interpreter_class
+
+    _, Interpreter = interpreter_class("ai_edge_litert")
 
     interpreter = Interpreter(model_content=tflite_bytes)
     interpreter.allocate_tensors()
@@ -132,7 +134,6 @@ def fine_output_name(tflite_bytes: bytes) -> str:
         interpreter.set_tensor(inp["index"], probe.astype(inp["dtype"]))
         interpreter.invoke()
         for i, out in enumerate(outputs):
-            scale, zero = out["quantization"]
-            sums[i] += ((interpreter.get_tensor(out["index"]).astype(np.float64) - zero)
-                        * scale).sum()
+            sums[i] += dequantize(interpreter.get_tensor(out["index"]),
+                                  *out["quantization"]).sum(dtype=np.float64)
     return outputs[0 if sums[0] > sums[1] else 1]["name"]

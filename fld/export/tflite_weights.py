@@ -28,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fld.models.layers import leaf_layers
 from fld.runtime.interpreter import dequantize
 
 _CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
@@ -102,16 +103,6 @@ def read_tflite_tensors(path: str) -> dict:
     return found
 
 
-def _leaf_layers(model):
-    import keras
-
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
-
-
 def load_tflite_weights(model, path: str) -> dict:
     """Sets ``model``'s weights from the fld int8 ``.tflite`` at ``path``.
 
@@ -124,7 +115,7 @@ def load_tflite_weights(model, path: str) -> dict:
     import keras
 
     tensors = read_tflite_tensors(path)
-    layers = {layer.name: layer for layer in _leaf_layers(model) if layer.weights}
+    layers = {layer.name: layer for layer in leaf_layers(model) if layer.weights}
     copied, skipped, folded, params = [], [], [], 0
     for name, layer in layers.items():
         entry = tensors.get(name)
@@ -182,7 +173,7 @@ def recalibrate_batchnorm(model, layer_names: Sequence[str], images: np.ndarray)
 
     if not len(layer_names):
         return
-    layers = {layer.name: layer for layer in _leaf_layers(model)}
+    layers = {layer.name: layer for layer in leaf_layers(model)}
     targets = [layers[n] for n in layer_names]
     probe = _input_probe(model, targets)
     sums = [0.0] * len(targets)

@@ -16,6 +16,15 @@ import numpy as np
 from keras import ops
 
 
+def leaf_layers(model):
+    """The layers of ``model``, those of nested models (a backbone) included, in order."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
+
+
 @keras.saving.register_keras_serializable(package="fld")
 class InstanceNormalization(keras.layers.Layer):
     """Instance normalization without affine parameters, int8-friendly.

@@ -106,6 +106,14 @@ def dequantize(raw: np.ndarray, scale, zero_point, axis: int = 0) -> np.ndarray:
     return (raw.astype(np.float32) - zero_point) * scale
 
 
+def quantize(values: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
+    """Float values -> the integer ``dtype`` grid ``round(v / scale) + zero_point``, clipped
+    to the type's range: the inverse of ``dequantize`` (per tensor)."""
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(values, np.float32) / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
 def _dequantize(raw: np.ndarray, quantization: tuple[float, int]) -> np.ndarray:
     return dequantize(raw, *quantization)
 
@@ -225,10 +233,7 @@ class TFLiteModel:
         images = np.asarray(images, np.float32)
         if self.input_dtype.kind == "f":
             return images.astype(self.input_dtype)
-        scale, zero_point = self.input_quantization
-        info = np.iinfo(self.input_dtype)
-        q = np.round(images / scale) + zero_point
-        return np.clip(q, info.min, info.max).astype(self.input_dtype)
+        return quantize(images, *self.input_quantization, self.input_dtype)
 
     def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
         if self.output_dtype.kind == "f":

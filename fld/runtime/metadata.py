@@ -25,7 +25,8 @@ import math
 import numbers
 from typing import Optional, Sequence
 
-from fld.codec import DECODE_METHODS, DEFAULT_DECODE, HeatmapCodec
+from fld.codec import (DECODE_METHODS, DEFAULT_DECODE, DEFAULT_DECODE_RADIUS, DEFAULT_STRIDE,
+                       HeatmapCodec)
 from fld.crop import DEFAULT_CROP_SCALE
 from fld.runtime.tflite_file import MetadataError, read_metadata_entries
 from fld.schemes import Scheme
@@ -102,12 +103,12 @@ class ModelInfo:
 
     image_size: int
     scheme: Scheme
-    stride: int = 4
+    stride: int = DEFAULT_STRIDE
     crop_scale: float = DEFAULT_CROP_SCALE
     normalization: str = NORMALIZATION
     output: str = "fused"
     decode_method: str = DEFAULT_DECODE
-    decode_radius: int = 2
+    decode_radius: int = DEFAULT_DECODE_RADIUS
     quantization: str = "int8"
     box_mapping: Optional[tuple[float, float, float, float]] = None
     fine_output: Optional[tuple[str, float]] = None
@@ -199,13 +200,13 @@ class ModelInfo:
             return cls(
                 image_size=meta["image_size"],
                 scheme=Scheme.from_dict(meta["scheme"]),
-                stride=meta.get("stride", 4),
+                stride=meta.get("stride", DEFAULT_STRIDE),
                 crop_scale=meta.get("crop_scale", DEFAULT_CROP_SCALE),
                 normalization=str(meta.get("normalization",
                                            meta.get(LEGACY_NORMALIZATION_KEY, NORMALIZATION))),
                 output=str(meta.get("output", "fused")),
                 decode_method=str(decode.get("method", DEFAULT_DECODE)),
-                decode_radius=decode.get("radius", 2),
+                decode_radius=decode.get("radius", DEFAULT_DECODE_RADIUS),
                 quantization=str(meta.get("quantization", "none")),
                 box_mapping=None if mapping is None else tuple(mapping),
                 fine_output=(None if fine is None else (fine["tensor"], fine["ratio"])),
@@ -271,9 +272,9 @@ def read_model_info(tflite_bytes: bytes, source: str = "model") -> ModelInfo:
         raise MetadataError(prefixed) from None
 
 
-def make_model_info(scheme, image_size: int = 256, stride: int = 4,
+def make_model_info(scheme, image_size: int = 256, stride: int = DEFAULT_STRIDE,
                     quantization: str = "int8", crop_scale: float = DEFAULT_CROP_SCALE,
-                    decode_method: str = DEFAULT_DECODE, decode_radius: int = 2,
+                    decode_method: str = DEFAULT_DECODE, decode_radius: int = DEFAULT_DECODE_RADIUS,
                     box_mapping: Optional[Sequence[float]] = None) -> ModelInfo:
     """Convenience constructor taking a scheme name / path / ``Scheme``."""
     from fld.schemes import get_scheme

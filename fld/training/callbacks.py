@@ -13,6 +13,7 @@ import numpy as np
 from keras import ops
 
 from fld import drawing
+from fld.codec import VALIDATION_DECODE
 from fld.fileio import atomic_path
 
 
@@ -110,25 +111,6 @@ class ScalarLogger(keras.callbacks.Callback):
 # --- sample predictions ---------------------------------------------------------------------
 
 
-def draw_predictions_png(images, true_xy, pred_xy, columns: int = 4, title: str = "") -> bytes:
-    """A PNG grid of faces with true (green) and predicted (red) points, as bytes.
-
-    ``images`` (N, S, S, 3) in [-1, 1]; points (N, K, 2) in input pixels. Faces smaller
-    than 160 px are enlarged by an integer factor so the points stay apart.
-    """
-    factor = max(1, -(-160 // images.shape[1]))
-    tiles = []
-    for image, true, pred in zip(images, true_xy, pred_xy):
-        tile = drawing.model_input_to_bgr(image)
-        if factor > 1:
-            tile = np.kron(tile, np.ones((factor, factor, 1), np.uint8))
-        # Pixel centers move to (x + 0.5) * factor - 0.5 under pixel replication.
-        true, pred = ((np.asarray(xy) + 0.5) * factor - 0.5 for xy in (true, pred))
-        tiles.append(drawing.compare_tile(tile, true, pred, radius=1.5))
-    canvas = drawing.with_title(drawing.grid(tiles, columns), title)
-    return drawing.encode_png(canvas)
-
-
 class SampleImages(keras.callbacks.Callback):
     """Every epoch: a few validation faces with predicted vs true points.
 
@@ -147,7 +129,7 @@ class SampleImages(keras.callbacks.Callback):
     """
 
     def __init__(self, trainer_model, images, landmarks, codec, log_dir=None, png_path=None,
-                 decode_method="soft_argmax"):
+                 decode_method=VALIDATION_DECODE):
         super().__init__()
         self.decode_method = decode_method
         self.trainer_model = trainer_model
@@ -162,7 +144,7 @@ class SampleImages(keras.callbacks.Callback):
         with self.trainer_model.ema_weights() as student:
             fused = ops.convert_to_numpy(student(self.images, training=False)["fused"])
         pred = self.codec.decode_to_image(fused, self.decode_method)
-        png = draw_predictions_png(self.images, self.true_xy, pred,
+        png = drawing.predictions_grid_png(self.images, self.true_xy, pred,
                                    title=f"epoch {epoch + 1}: green true, red predicted")
         if self.png_path:
             with atomic_path(self.png_path) as tmp:

@@ -12,7 +12,7 @@ from typing import Optional
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 KD_FORMS = ("mse", "l2_sum")
-VAL_DECODE_METHODS = ("argmax", "soft_argmax", "local_soft_argmax")  # fld.codec.decode_ops
+from fld.codec import DECODE_OPS_METHODS, VALIDATION_DECODE
 
 
 def _field(default, help: str, **extra):
@@ -36,7 +36,7 @@ class TrainConfig:
                                       "an fld int8 .tflite's (dequantized; e.g. the shipped "
                                       "fld/runtime/assets/default_68.tflite) "
                                       "(layers matched by name and shape; e.g. fine-tune or "
-                                      "distil a trained student, or reuse a backbone for a new "
+                                      "distill a trained student, or reuse a backbone for a new "
                                       "scheme). A resumed run's state wins over it.")
     # optimization
     batch_size: int = _field(32, "Global batch size (summed over replicas).")
@@ -74,9 +74,9 @@ class TrainConfig:
     strategy: str = _field("default", "tf.distribute strategy.", enum=STRATEGIES)
     jit_compile: bool = _field(False, "Compile the train step with XLA.")
     checkpoint_every_steps: int = _field(200, "Also save the resume state every N steps.")
-    decode: str = _field("soft_argmax", "Heatmap decode for the validation NME (soft_argmax "
+    decode: str = _field(VALIDATION_DECODE, "Heatmap decode for the validation NME (soft_argmax "
                          "= the fused map's mean, what STAR trains).",
-                         enum=VAL_DECODE_METHODS)
+                         enum=DECODE_OPS_METHODS)
     num_sample_images: int = _field(4, "Validation faces drawn to TensorBoard each epoch.")
     threads: int = _field(0, "TF intra-op threads (0 = TensorFlow's default).")
 

@@ -9,8 +9,6 @@ import dataclasses
 import math
 import os
 
-from fld.cli import short_error
-from fld.fileio import check_model_file
 from fld.training.config import TrainConfig
 
 def augment_config(config: TrainConfig):
@@ -77,23 +75,16 @@ def find_backbone(model):
 
 def _load_keras_flag(flag: str, path: str, missing_hint: str = ""):
     """The .keras model a flag names; errors name the flag and the file."""
-    import keras
-
-    import fld.models  # noqa: F401 - registers the model classes for deserialization
+    from fld.keras_engine import load_keras_model
 
     if not path or not os.path.exists(path):
         raise FileNotFoundError(f"--{flag} {path!r}: no such file{missing_hint}")
-    try:
-        check_model_file(path, "keras")
-    except ValueError as e:
-        raise ValueError(f"--{flag} {e}") from None
     if not path.endswith(".keras"):
         raise ValueError(f"--{flag} {path!r}: expected a Keras .keras file")
     try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001 - re-raised with the path named
-        raise ValueError(f"--{flag} {path!r}: not a loadable Keras model "
-                         f"({short_error(e)})") from None
+        return load_keras_model(path, compile=False, any_keras_model=True)
+    except ValueError as e:  # the message names the file
+        raise ValueError(f"--{flag} {e}") from None
 
 
 def load_teacher(path: str, config: TrainConfig):
@@ -134,7 +125,6 @@ def init_student_weights(student, path: str, train_cache=None) -> dict:
     ``{"copied": [...], "skipped": [...], "copied_params": n}``; raises if the file is not
     a loadable model or no layer matched.
     """
-    import keras
     import numpy as np
 
     if path and path.endswith(".tflite"):
@@ -143,12 +133,7 @@ def init_student_weights(student, path: str, train_cache=None) -> dict:
         raise ValueError(f"--init_from {path!r}: expected a .keras model or an fld .tflite")
     source = _load_keras_flag("init_from", path)
 
-    def leaf_layers(model):  # layers of nested models (the backbone) included
-        for layer in model.layers:
-            if isinstance(layer, keras.Model):
-                yield from leaf_layers(layer)
-            else:
-                yield layer
+    from fld.models.layers import leaf_layers
 
     def weighted_layers(model):
         return {layer.name: layer for layer in leaf_layers(model) if layer.weights}

@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from fld.codec import decode_ops
+from fld.codec import VALIDATION_DECODE, decode_ops
 from fld.losses import AAMLoss, HeatmapDistillationLoss, STARLoss
 from fld.training.nme_metric import NormalizedMeanError
 
@@ -87,7 +87,7 @@ class LandmarkTrainer(keras.Model):
         star_eigen_weight=1.0,
         backbone=None,
         ema_momentum=0.0,
-        decode_method="soft_argmax",
+        decode_method=VALIDATION_DECODE,
         **kwargs,
     ):
         super().__init__(**kwargs)

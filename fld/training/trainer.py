@@ -32,7 +32,7 @@ import time
 
 from fld.fileio import check_writable_dir
 from fld.training.config import (  # noqa: F401  (re-exported: the trainer's public API)
-    KD_FORMS, STRATEGIES, VAL_DECODE_METHODS, TrainConfig, config_from_flags, config_json,
+    KD_FORMS, STRATEGIES, TrainConfig, config_from_flags, config_json,
     config_to_flagfile, define_flags)
 from fld.training.inputs import (  # noqa: F401
     Data, augment_config, find_backbone, init_student_weights, load_data, load_teacher)
@@ -168,7 +168,7 @@ def _check_workers_agree(strategy, done: int, work_dir: str) -> None:
 
 
 def train(config: TrainConfig, student=None, command: str = "", verbose=None) -> TrainResult:
-    """Trains (stage 1) or distils (stage 2, ``config.teacher`` set); resumes if possible.
+    """Trains (stage 1) or distills (stage 2, ``config.teacher`` set); resumes if possible.
 
     Returns the best validation NME (or training loss without validation), its epoch,
     the path of ``best.keras``, the history and the LandmarkTrainer.

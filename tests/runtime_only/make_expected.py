@@ -1,4 +1,4 @@
-"""Builds the artefacts the TensorFlow-free check compares against (main environment).
+"""Builds the artifacts the TensorFlow-free check compares against (main environment).
 
 Run by ``.ci/tflite_runtime_check.sh`` with the main venv's Python (TensorFlow, Keras,
 ai-edge-litert), before the runtime-only tests run in ``.venv-tflite``:

@@ -2,7 +2,7 @@
 
 Run by ``.ci/tflite_runtime_check.sh`` inside ``.venv-tflite`` (numpy<2,
 opencv-python-headless, tflite-runtime 2.14, pytest; no TensorFlow, no Keras), with
-``FLD_TFLITE_CHECK_DIR`` naming the artefacts ``make_expected.py`` wrote in the main
+``FLD_TFLITE_CHECK_DIR`` naming the artifacts ``make_expected.py`` wrote in the main
 environment: an int8 student converted by ``tools/convert.py`` and the landmarks
 ai-edge-litert computed for it. Skipped elsewhere (the main test run).
 """
