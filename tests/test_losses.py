@@ -205,11 +205,11 @@ def test_star_prefers_the_right_location():
 
 
 # --- distillation and MSE -------------------------------------------------------------
-@pytest.mark.parametrize("form", ["mse", "l2_sum"])
+@pytest.mark.parametrize("form", ["mse", "l2_sum", "kl"])
 def test_distillation_zero_when_student_equals_teacher(form):
     hm = RNG.random((2, 8, 8, 5), dtype=np.float32)
     loss = HeatmapDistillationLoss(form=form)
-    assert float(loss(hm, hm)) == 0.0
+    assert float(loss(hm, hm)) == pytest.approx(0.0, abs=1e-6)
     x = tf.Variable(hm)
     with tf.GradientTape() as tape:
         value = loss(hm, x)
@@ -229,6 +229,28 @@ def test_distillation_values():
         HeatmapDistillationLoss(form="l1")
 
 
+def test_kl_distillation_matches_numpy_and_ignores_the_maps_scale():
+    t = RNG.random((2, 4, 4, 3), dtype=np.float32)
+    s = RNG.random((2, 4, 4, 3), dtype=np.float32)
+
+    def dist(m):
+        flat = np.maximum(m.reshape(2, -1, 3), 0).astype(np.float64)
+        flat = flat + 1e-4 * flat.mean(axis=1, keepdims=True) + 1e-12
+        return flat / flat.sum(axis=1, keepdims=True)
+
+    p, q = dist(t), dist(s)
+    expected = np.mean(np.sum(p * np.log(p / q), axis=1), axis=-1).mean()
+    kl = HeatmapDistillationLoss(form="kl")
+    assert float(kl(t, s)) == pytest.approx(expected, rel=1e-4)
+    assert float(kl(t, 7.0 * s)) == pytest.approx(expected, rel=1e-4)   # scale-free
+    # a student peak one cell off costs more than one on the teacher's peak
+    peak = np.zeros((1, 8, 8, 1), np.float32)
+    peak[0, 3, 3, 0] = 1.0
+    near, far = np.roll(peak, 1, axis=2), np.roll(peak, 4, axis=2)
+    blur = peak + 0.1
+    assert float(kl(peak, blur)) < float(kl(peak, near)) <= float(kl(peak, far)) + 1e-6
+
+
 def test_heatmap_mse():
     t = RNG.random((2, 4, 4, 3), dtype=np.float32)
     s = RNG.random((2, 4, 4, 3), dtype=np.float32)
@@ -241,6 +263,7 @@ def test_heatmap_mse():
         AdaptiveWingLoss(foreground_weight=5.0),
         STARLoss(w=0.5),
         HeatmapDistillationLoss(form="l2_sum", weight=3.0),
+        HeatmapDistillationLoss(form="kl", weight=0.5),
         HeatmapMSELoss(weight=2.0),
     ],
 )

@@ -9,6 +9,13 @@ Two forms (METHOD.md section 5; Hong & Lin, arXiv 2404.06029):
   landmarks; weight 1. The paper also sums over samples: ``call`` returns per-sample values,
   so pass ``reduction="sum"`` for the paper's batch sum (the LandmarkTrainer always averages over
   the global batch, so the batch size does not change the effective weight).
+* ``"kl"``: ``weight * mean_k KL(p_k || q_k)``, where ``p_k`` and ``q_k`` are the teacher's
+  and the student's landmark-k maps made into spatial distributions the way the
+  ``soft_argmax`` decode (and STAR) reads them: ReLU, plus a floor of ``1e-4`` of the map's
+  mean, divided by the sum. The per-channel spatial distribution follows channel-wise
+  distillation for dense prediction (Shu et al., ICCV 2021); weight 1. Unlike the two
+  squared forms it does not depend on the maps' raw magnitude, which the decode ignores,
+  so its scale stays comparable with STAR's over training.
 
 ``y_true`` is the teacher's heatmap, ``y_pred`` the student's, both (B, H, W, K).
 """
@@ -18,8 +25,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-FORMS = ("mse", "l2_sum")
-DEFAULT_WEIGHTS = {"mse": 100.0, "l2_sum": 1.0}
+FORMS = ("mse", "l2_sum", "kl")
+DEFAULT_WEIGHTS = {"mse": 100.0, "l2_sum": 1.0, "kl": 1.0}
+KL_FLOOR = 1e-4   # share of the map's mean added before normalizing (no log(0))
 
 
 def _safe_norm(x, axis):
@@ -29,13 +37,22 @@ def _safe_norm(x, axis):
     return ops.where(zero, 0.0, ops.sqrt(ops.where(zero, 1.0, sq)))
 
 
+def spatial_distribution(maps):
+    """(B, H, W, K) maps -> (B, H*W, K) per-landmark spatial distributions (sum 1)."""
+    flat = ops.reshape(ops.relu(maps), (ops.shape(maps)[0], -1, ops.shape(maps)[-1]))
+    floor = KL_FLOOR * ops.mean(flat, axis=1, keepdims=True) + 1e-12
+    flat = flat + floor
+    return flat / ops.sum(flat, axis=1, keepdims=True)
+
+
 @keras.saving.register_keras_serializable(package="fld")
 class HeatmapDistillationLoss(keras.losses.Loss):
     """L_KD between teacher (``y_true``) and student (``y_pred``) heatmaps.
 
     Args:
-        form: ``"mse"`` (code, default) or ``"l2_sum"`` (summed per-landmark L2 distance).
-        weight: multiplier; None picks the form's default (100 for ``mse``, 1 for ``l2_sum``).
+        form: ``"mse"`` (code, default), ``"l2_sum"`` (summed per-landmark L2 distance) or
+            ``"kl"`` (per-landmark spatial KL divergence).
+        weight: multiplier; None picks the form's default (100 for ``mse``, 1 otherwise).
         name, reduction, dtype: as for ``keras.losses.Loss``.
     """
 
@@ -51,6 +68,10 @@ class HeatmapDistillationLoss(keras.losses.Loss):
         diff = ops.cast(y_pred, y_true.dtype) - y_true  # (B, H, W, K)
         if self.form == "mse":
             per_sample = ops.mean(ops.reshape(diff * diff, (ops.shape(diff)[0], -1)), axis=-1)
+        elif self.form == "kl":
+            p = spatial_distribution(y_true)
+            q = spatial_distribution(ops.cast(y_pred, y_true.dtype))
+            per_sample = ops.mean(ops.sum(p * (ops.log(p) - ops.log(q)), axis=1), axis=-1)
         else:
             per_sample = ops.sum(_safe_norm(diff, axis=(1, 2)), axis=-1)  # sum_k ||.||_2
         return self.weight * per_sample

@@ -62,8 +62,9 @@ class LandmarkTrainer(keras.Model):
         io_indices: optional (i, j) NME normalization points; overrides ``scheme``.
         star_weight: weight of L_STAR (1).
         point_weight, edge_weight: L_AAM weights (10, 10).
-        kd_weight: L_KD weight; None = the form's default (100 for ``mse``, 1 for ``l2_sum``).
-        kd_form: ``"mse"`` (authors' code, default) or ``"l2_sum"`` (the paper's equation).
+        kd_weight: L_KD weight; None = the form's default (100 for ``mse``, 1 otherwise).
+        kd_form: ``"mse"`` (authors' code, default), ``"l2_sum"`` (the paper's equation) or
+            ``"kl"`` (spatial KL divergence per landmark; ``fld.losses.distillation``).
         star_eigen_weight: STAR's eigenvalue-restriction weight (1).
         backbone: optional layer of the student whose variables use ``backbone_optimizer``.
         ema_momentum: EMA decay of the student's trainable weights (0 = no EMA). The decay
