@@ -15,12 +15,12 @@ sorted path) the landmark model (default: the bundled ``default_68.tflite``) run
 
 Candidate measures, each "higher = more face-like", from the decoded model's float
 heatmaps (both maps of a flip pair averaged): ``peak`` (mean over landmarks of each
-map's maximum), ``neg_spread`` (minus the mean soft-argmax standard deviation, in heatmap
-cells), ``peak_fraction`` (mean of max / sum), ``window_mass`` (mean share of a map's
+map's maximum), ``neg_spread`` (minus ``heatmap_spread``: the mean soft-argmax standard
+deviation, as a fraction of the heatmap's width), ``peak_fraction`` (mean of max / sum), ``window_mass`` (mean share of a map's
 mass within 2 cells of its peak). Prints each one's AUC (face vs background + flat +
 noise) and the width of the gap between them (``separation``), then, for the best (AUC,
 then gap), the threshold with the best balanced accuracy and its face /
-non-face pass rates; that threshold is ``FACE_CONFIDENCE_THRESHOLD`` in
+non-face pass rates; for ``neg_spread``, minus that threshold is ``MAX_FACE_SPREAD`` in
 fld/runtime/tracking.py. The last line is ``threshold: T``.
 """
 
@@ -51,17 +51,10 @@ def peak(heatmaps):
 
 
 def neg_spread(heatmaps):
-    hm = np.asarray(heatmaps, np.float32)
-    h, w = hm.shape[-3:-1]
-    flat = _maps(hm)
-    total = np.maximum(flat.sum(axis=1, keepdims=True), 1e-12)
-    p = flat / total
-    ys, xs = np.divmod(np.arange(h * w), w)
-    mx = np.einsum("bnk,n->bk", p, xs)
-    my = np.einsum("bnk,n->bk", p, ys)
-    var = (np.einsum("bnk,n->bk", p, xs ** 2) - mx ** 2
-           + np.einsum("bnk,n->bk", p, ys ** 2) - my ** 2)
-    return -float(np.sqrt(np.maximum(var, 0.0)).mean())
+    """Minus fld.runtime.tracking.heatmap_spread (the tracker's measure)."""
+    from fld.runtime.tracking import heatmap_spread
+
+    return -heatmap_spread(heatmaps)
 
 
 def peak_fraction(heatmaps):

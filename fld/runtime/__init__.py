@@ -19,14 +19,14 @@ from fld.runtime.metadata import (
     FORMAT, METADATA_NAME, MetadataError, ModelInfo, make_model_info, read_metadata,
     read_model_info)
 from fld.runtime.smoothing import OneEuroFilter, PointSmoother
-from fld.runtime.tracking import FaceTracker, TrackedFace, face_confidence, time_tracking_frame
+from fld.runtime.tracking import FaceTracker, TrackedFace, heatmap_spread, time_tracking_frame
 
 __all__ = [
     "DEFAULT_MODEL_PATH", "FORMAT", "HAAR_BOX_MAPPING", "HAAR_BOX_MAPPINGS",
     "METADATA_NAME", "RUNTIMES", "BoxMapping", "FaceDetector", "FaceTracker",
     "HaarDetector", "Landmarker", "MetadataError", "ModelError", "ModelInfo",
     "OneEuroFilter", "PointSmoother", "TFLiteModel", "TrackedFace", "YuNetDetector",
-    "describe_cpu", "face_confidence", "fit_box_mapping", "interpreter_class",
+    "describe_cpu", "fit_box_mapping", "heatmap_spread", "interpreter_class",
     "make_model_info", "measure_box_mapping", "read_metadata", "read_model_info",
     "time_landmarker", "time_tracking_frame",
 ]

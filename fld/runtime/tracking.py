@@ -3,12 +3,12 @@
     tracker = FaceTracker(landmarker, detect_every=10)
     for frame in frames:                          # (H, W, 3) uint8 RGB
         for face in tracker.track(frame):         # or landmarker.track(frame)
-            face.track_id, face.points, face.confidence
+            face.track_id, face.points, face.spread
 
 Per frame, for every tracked face: the tight box of its last landmarks is the landmark
 box of this frame's crop (the training crop rule, ``Landmarker.predict``), and a
-confidence from the crop's heatmaps (``face_confidence``) decides whether a face is
-still there; below ``FACE_CONFIDENCE_THRESHOLD`` the track is dropped. The face detector
+confidence from the crop's heatmaps decides whether a face is still there: where their
+spread (``heatmap_spread``) exceeds ``MAX_FACE_SPREAD`` the track is dropped. The face detector
 (``Landmarker.detect_faces``, whichever detector the Landmarker has) runs on the first
 frame, whenever a track was lost or none exists, and every ``detect_every`` frames;
 a detection overlapping a track (IoU >= ``match_iou``) is that face, the others start
@@ -32,28 +32,40 @@ from fld.runtime.smoothing import PointSmoother
 
 # benchmarks/face_confidence.py on the 2,012 faces of ../shared/data/300w/train with the
 # bundled default_68.tflite: the cut between face crops and background / flat / noise
-# crops with the best balanced accuracy (of face_confidence's measure).
-FACE_CONFIDENCE_THRESHOLD = 0.16
+# crops with the best balanced accuracy, for heatmap_spread (the best of the measures
+# tried there): faces 0.113 (median), non-faces above 0.2.
+MAX_FACE_SPREAD = 0.151
 DEFAULT_FPS = 30.0      # timestamps when the caller gives none
 MATCH_IOU = 0.3         # a detection with this IoU with a track is that track's face
 
 
-def face_confidence(heatmaps: np.ndarray) -> float:
-    """How face-like a crop's heatmaps are: the mean over landmarks (and over the crop
-    and its mirror image, for a flip pair) of each map's peak as a share of the map's
-    positive mass. A face gives concentrated peaks (about 0.25 with the default model),
-    background flat, spread maps (under 0.1).
+def heatmap_spread(heatmaps: np.ndarray) -> float:
+    """How unsure a crop's heatmaps are, i.e. how little they look like a face: the
+    standard deviation of each landmark's soft-argmax distribution (the ReLU'd map
+    normalized to sum 1), sqrt(var_x + var_y), averaged over the landmarks (and over the
+    crop and its mirror image, for a flip pair), as a fraction of the heatmap's width.
+    A face gives tight peaks (about 0.11 with the default model), background, flat or
+    noise crops spread-out maps (over 0.2).
 
     ``heatmaps``: (H, W, K) or (B, H, W, K) float, e.g. ``Landmarker.crop_heatmaps``.
     """
     hm = np.asarray(heatmaps, np.float32)
-    if hm.ndim not in (3, 4) or not np.isfinite(hm).all():
-        raise ValueError(f"face_confidence: expected finite (H, W, K) or (B, H, W, K) "
-                         f"heatmaps, got shape {hm.shape}")
-    hm = hm.reshape((-1,) + hm.shape[-3:])
-    peaks = hm.max(axis=(1, 2))                                    # (B, K)
-    mass = np.maximum(hm, 0.0).sum(axis=(1, 2))
-    return float(np.mean(np.where(mass > 0, peaks / np.maximum(mass, 1e-12), 0.0)))
+    if hm.ndim not in (3, 4):
+        raise ValueError(f"heatmap_spread: expected (H, W, K) or (B, H, W, K) heatmaps, got "
+                         f"shape {hm.shape}")
+    hm = np.maximum(hm.reshape((-1,) + hm.shape[-3:]), 0.0)
+    h, w = hm.shape[1:3]
+    var = 0.0
+    for marginal, n in ((hm.sum(axis=1), w), (hm.sum(axis=2), h)):   # (B, W|H, K)
+        coords = np.arange(n, dtype=np.float32)
+        moments = np.stack([np.ones_like(coords), coords, coords ** 2]) @ marginal  # (B, 3, K)
+        total, first, second = moments[:, 0], moments[:, 1], moments[:, 2]
+        mean = first / np.maximum(total, 1e-12)
+        var = var + second / np.maximum(total, 1e-12) - mean ** 2
+    # An empty or non-finite map counts as fully spread (a uniform map's spread).
+    uniform = np.sqrt((w * w - 1) / 12.0 + (h * h - 1) / 12.0)
+    spread = np.where(total > 1e-12, np.sqrt(np.maximum(var, 0.0)), uniform)
+    return float(spread.mean() / w)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -76,7 +88,7 @@ class TrackedFace:
         box: tight box of ``raw_points`` (the next frame's landmark box).
         points: (K, 2) landmarks, smoothed when the tracker smooths.
         raw_points: (K, 2) landmarks straight from the model.
-        confidence: ``face_confidence`` of this frame's crop.
+        spread: ``heatmap_spread`` of this frame's crop (lower: surer).
         detected: True when this frame's crop came from the detector (a new track).
     """
 
@@ -84,7 +96,7 @@ class TrackedFace:
     box: np.ndarray
     points: np.ndarray
     raw_points: np.ndarray
-    confidence: float
+    spread: float
     detected: bool
 
 
@@ -93,10 +105,10 @@ class _Track:
         self.track_id, self.smoother = track_id, smoother
         self.face: Optional[TrackedFace] = None
 
-    def update(self, points, confidence, timestamp, detected) -> None:
+    def update(self, points, spread, timestamp, detected) -> None:
         smoothed = points if self.smoother is None else self.smoother(points, timestamp)
         self.face = TrackedFace(self.track_id, box_from_landmarks(points), smoothed, points,
-                                confidence, detected)
+                                spread, detected)
 
 
 class FaceTracker:
@@ -104,18 +116,19 @@ class FaceTracker:
 
     Args:
         landmarker: a ``fld.runtime.Landmarker`` (anything with ``predict_with_heatmaps``
-            and ``detect_faces``).
+            and ``detect_faces``), with any detector.
         detect_every: also run the detector every N frames, to pick up new faces
             (0: only when no face is tracked or one was lost).
-        threshold: ``face_confidence`` below which a crop holds no face; default
-            ``FACE_CONFIDENCE_THRESHOLD`` (measured for the bundled model).
+        max_spread: ``heatmap_spread`` above which a crop holds no face; default
+            ``MAX_FACE_SPREAD`` (measured for the bundled model; measure yours with
+            benchmarks/face_confidence.py --model).
         smooth: One-Euro smoothing of each track's points.
         min_cutoff, beta, d_cutoff: the filter's parameters (``PointSmoother``).
         max_faces: track at most this many faces (None: all).
         match_iou: a detection overlapping a track by this IoU is the same face.
     """
 
-    def __init__(self, landmarker, detect_every: int = 10, threshold: Optional[float] = None,
+    def __init__(self, landmarker, detect_every: int = 10, max_spread: Optional[float] = None,
                  smooth: bool = True, min_cutoff: float = 1.0, beta: float = 20.0,
                  d_cutoff: float = 1.0, max_faces: Optional[int] = None,
                  match_iou: float = MATCH_IOU):
@@ -126,7 +139,7 @@ class FaceTracker:
             raise ValueError(f"FaceTracker: max_faces must be >= 1 or None, got {max_faces!r}")
         self.landmarker = landmarker
         self.detect_every = int(detect_every)
-        self.threshold = FACE_CONFIDENCE_THRESHOLD if threshold is None else float(threshold)
+        self.max_spread = MAX_FACE_SPREAD if max_spread is None else float(max_spread)
         self.smooth = bool(smooth)
         self._filter_args = (min_cutoff, beta, d_cutoff)
         PointSmoother(*self._filter_args)      # checks the parameters now
@@ -202,10 +215,10 @@ class FaceTracker:
                 or x0 >= width - 0.5 or y0 >= height - 0.5):
             return False          # the face left the frame, or the box collapsed
         points, heatmaps = self.landmarker.predict_with_heatmaps(frame, box)
-        confidence = face_confidence(heatmaps)
-        if confidence < self.threshold:
+        spread = heatmap_spread(heatmaps)
+        if not spread <= self.max_spread:
             return False
-        track.update(points, confidence, t, detected)
+        track.update(points, spread, t, detected)
         return True
 
     def _drop_duplicates(self) -> None:
