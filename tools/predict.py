@@ -11,12 +11,18 @@ YuNet ``.onnx`` path) or, with ``--boxes``, from a CSV ``image,x0,y0,x1,y1`` (on
 per row, a header row allowed, the image named relative to the input folder (or its file
 name for a single image), 0-based pixel coordinates of the tight landmark box).
 
+Videos and webcams: with ``--track`` (the default) each face is tracked
+(``fld.runtime.tracking``): a frame's crop comes from the face's landmarks in the previous
+frame; the detector runs on the first frame, when a face is lost (its heatmaps spread
+out) and every ``--detect_every`` frames; ``--smooth`` adds One-Euro smoothing per face.
+``--notrack`` runs the detector on every frame.
+
 Outputs (in ``--output_dir``, keeping each input's path relative to the input folder):
 - ``--save_pts``: ``NAME.pts`` in iBUG format (1-based) for the first face (the largest
   detected, or the first CSV row), ``NAME_1.pts``, ``NAME_2.pts`` ... for further faces.
-  Videos: ``NAME/frame_000123.pts`` (and ``frame_000123_1.pts`` ...); with ``--track``
-  (the default) the faces of a frame come in track order (the n-th file of a frame is
-  the n-th face still tracked, ``fld.runtime.tracking``), with ``--notrack`` largest first.
+  Videos: ``NAME/frame_000123.pts`` (and ``frame_000123_1.pts`` ...): with ``--track``
+  the faces of a frame in track order (the longest-tracked first), with ``--notrack``
+  largest first.
 - ``--save_overlay``: the image with the points drawn (and the face box), ``NAME.jpg``
   for JPEG inputs, ``NAME.png`` otherwise; videos: ``NAME.mp4``.
 - Inputs whose names differ only in the extension (``face.jpg``, ``face.png``) keep
@@ -69,6 +75,9 @@ flags.DEFINE_bool("flip_test", False, "Also run the mirrored crop and average th
 flags.DEFINE_string("runtime", None, "Force ai_edge_litert, tflite_runtime or tf.")
 flags.DEFINE_integer("detect_every", 10, "Videos with --track: also run the detector every "
                      "N frames, for new faces (0: only when a face is lost).")
+flags.DEFINE_float("max_face_spread", None, "Videos with --track: the heatmap spread above "
+                   "which a tracked face counts as lost (default: MAX_FACE_SPREAD of "
+                   "fld.runtime.tracking, measured for the bundled model).")
 flags.DEFINE_integer("max_frames", 0, "Videos / webcam: stop after N frames (0: all).")
 flags.DEFINE_bool("overwrite", False, "Allow replacing existing files that sit beside the "
                   "input images (e.g. their ground-truth .pts files).")
@@ -240,8 +249,8 @@ def run_video(landmarker, source, stem, outputs) -> tuple[int, int, int]:
     if not capture.isOpened():
         raise InputError(f"cannot open video {source!r}")
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    tracker = FaceTracker(landmarker, detect_every=FLAGS.detect_every,
-                          smooth=FLAGS.smooth) if FLAGS.track else None
+    tracker = FaceTracker(landmarker, detect_every=FLAGS.detect_every, smooth=FLAGS.smooth,
+                          max_spread=FLAGS.max_face_spread) if FLAGS.track else None
     writer, frames, faces_total = None, 0, 0
     with contextlib.ExitStack() as stack:  # closes in reverse: writer, then the rename
         stack.callback(capture.release)
