@@ -16,8 +16,8 @@ sorted path) the landmark model (default: the bundled ``default_68.tflite``) run
 Candidate measures, each "higher = more face-like", from the decoded model's float
 heatmaps (both maps of a flip pair averaged): ``peak`` (mean over landmarks of each
 map's maximum), ``neg_spread`` (minus ``heatmap_spread``: the mean soft-argmax standard
-deviation, as a fraction of the heatmap's width), ``peak_fraction`` (mean of max / sum), ``window_mass`` (mean share of a map's
-mass within 2 cells of its peak). Prints each one's AUC (face vs background + flat +
+deviation, as a fraction of the heatmap's width), ``peak_fraction`` (mean of max / sum),
+``window_mass`` (mean share of a map's mass within 2 cells of its peak). Prints each one's AUC (face vs background + flat +
 noise) and the width of the gap between them (``separation``), then, for the best (AUC,
 then gap), the threshold with the best balanced accuracy and its face /
 non-face pass rates; for ``neg_spread``, minus that threshold is ``MAX_FACE_SPREAD`` in

@@ -105,8 +105,9 @@ def make_clip(image_rgb: np.ndarray, landmarks: np.ndarray, frames: int = 90,
     pre = np.eye(3)
     if scale < 0.8:
         small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        pre[:2] = [[small.shape[1] / image.shape[1], 0, 0.5 * small.shape[1] / image.shape[1] - 0.5],
-                   [0, small.shape[0] / image.shape[0], 0.5 * small.shape[0] / image.shape[0] - 0.5]]
+        rx, ry = small.shape[1] / image.shape[1], small.shape[0] / image.shape[0]
+        # OpenCV's resize: small_xy = (image_xy + 0.5) * r - 0.5
+        pre[:2] = [[rx, 0, 0.5 * rx - 0.5], [0, ry, 0.5 * ry - 0.5]]
         image = small
     rng = np.random.default_rng(seed + 1)
     out = np.empty((frames, size[1], size[0], 3), np.uint8)

@@ -8,12 +8,13 @@
 Per frame, for every tracked face: the tight box of its last landmarks is the landmark
 box of this frame's crop (the training crop rule, ``Landmarker.predict``), and a
 confidence from the crop's heatmaps decides whether a face is still there: where their
-spread (``heatmap_spread``) exceeds ``MAX_FACE_SPREAD`` the track is dropped. The face detector
-(``Landmarker.detect_faces``, whichever detector the Landmarker has) runs on the first
-frame, whenever a track was lost or none exists, and every ``detect_every`` frames;
-a detection overlapping a track (IoU >= ``match_iou``) is that face, the others start
-new tracks (if their own crop passes the confidence test). The points are then smoothed
-per track (``fld.runtime.smoothing.PointSmoother``, One-Euro).
+spread (``heatmap_spread``) exceeds ``MAX_FACE_SPREAD`` the track is dropped. The face
+detector (``Landmarker.detect_faces``, whichever detector the Landmarker has) runs on
+the first frame, whenever a track was lost or none exists, and every ``detect_every``
+frames; a detection overlapping a track (IoU >= ``match_iou``) is that face, the others
+start new tracks (if their own crop passes the spread test). The points are then
+smoothed per track (``fld.runtime.smoothing.PointSmoother``, One-Euro); the crops
+always come from the raw points.
 
 Measurements behind the constants: docs/experiments/2026-12-07-tracking.md.
 """
@@ -177,17 +178,20 @@ class FaceTracker:
 
     def start(self, frame_rgb: np.ndarray, box, timestamp: Optional[float] = None
               ) -> Optional[TrackedFace]:
-        """Starts a track from a known landmark box (no detector) in this frame; None
-        (and no track) when the crop holds no face. Does not advance the frame count:
-        call ``track`` on the next frame."""
+        """Processes this frame with a known landmark box instead of the detector (e.g.
+        the first frame of a video whose face is known): starts a track there, and
+        returns its face, or None (no track) when the crop holds no face. Call ``track``
+        from the next frame on."""
         frame = self._check_frame(frame_rgb)
         t = self.frame_index / DEFAULT_FPS if timestamp is None else float(timestamp)
         track = self._new_track()
-        if not self._follow(track, frame, np.asarray(box, np.float32), t, detected=True):
-            return None
-        self._tracks.append(track)
-        self._next_id += 1
-        return track.face
+        found = self._follow(track, frame, np.asarray(box, np.float32), t, detected=True)
+        if found:
+            self._tracks.append(track)
+            self._next_id += 1
+        self._since_detection = 1     # as after a detection on this frame
+        self.frame_index += 1
+        return track.face if found else None
 
     # --- internals ---------------------------------------------------------------------
     def _check_frame(self, frame_rgb) -> np.ndarray:
