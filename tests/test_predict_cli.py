@@ -162,12 +162,14 @@ def video_frame_count(path):
     return count
 
 
-def test_predict_video_with_smoothing(tiny, real_records, tmp_path):
+def test_predict_video_tracks_and_smooths(real_records, tmp_path):
     import cv2
 
+    # Tracking needs a model that finds landmarks (the tiny stand-in's points would walk
+    # the crop away): the bundled default model.
     video = write_still_clip(tmp_path / "clip.avi", real_records[0])
     out = tmp_path / "out"
-    result = run_tool("predict.py", "--model", tiny["int8"], "--input", video, "--smooth",
+    result = run_tool("predict.py", "--input", video, "--smooth",
                       "--output_dir", str(out), "--save_pts", "--save_overlay")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "frames: 6, faces: 6, skipped: 0"
@@ -175,13 +177,13 @@ def test_predict_video_with_smoothing(tiny, real_records, tmp_path):
     assert cv2.VideoCapture(str(out / "clip.mp4")).isOpened()
     assert video_frame_count(out / "clip.mp4") == 6
 
-    # --smooth must change the points, and only by filtering them: with the detector run
-    # on every frame, the tracked and the raw runs crop every frame from the same box, so
-    # the first frame (where the 1-Euro filter starts) is identical and later frames differ.
-    # The face is still, so frame-to-frame motion is jitter: smoothing must lower it.
+    # --smooth must change the points, and only by filtering them: the tracker's crops
+    # come from the raw points either way, so the first frame (where the 1-Euro filter
+    # starts) is identical and later frames differ. The face is still, so frame-to-frame
+    # motion is jitter: smoothing must lower it. --notrack detects on every frame.
     runs = {}
-    for name, flags in (("smooth", ["--smooth", "--detect_every", "1"]), ("raw", [])):
-        result = run_tool("predict.py", "--model", tiny["int8"], "--input", video, *flags,
+    for name, flags in (("smooth", ["--smooth"]), ("raw", []), ("detect", ["--notrack"])):
+        result = run_tool("predict.py", "--input", video, *flags,
                           "--output_dir", str(tmp_path / name), "--save_pts")
         assert result.returncode == 0, result.stderr[-2000:]
         assert result.stdout.strip().splitlines()[-1] == "frames: 6, faces: 6, skipped: 0"
@@ -189,6 +191,9 @@ def test_predict_video_with_smoothing(tiny, real_records, tmp_path):
     smooth, raw = runs["smooth"], runs["raw"]
     np.testing.assert_allclose(smooth[0], raw[0], atol=1e-5)
     assert all(np.abs(smooth[i] - raw[i]).max() > 1e-3 for i in range(1, 6)), smooth - raw
+    # Tracking crops frame 1 from frame 0's points, detecting crops it from the detector.
+    np.testing.assert_allclose(raw[0], runs["detect"][0], atol=1e-5)
+    assert np.abs(raw[1:] - runs["detect"][1:]).max() > 1e-3
     jitter = {name: float(np.linalg.norm(np.diff(p, axis=0), axis=-1).mean())
               for name, p in runs.items()}
     assert jitter["raw"] > 0.05, jitter  # the noise does move the raw points
@@ -199,6 +204,7 @@ def test_predict_video_max_frames_and_webcam_errors(tiny, real_records, tmp_path
     video = write_still_clip(tmp_path / "clip.avi", real_records[0])
     out = tmp_path / "out"
     result = run_tool("predict.py", "--model", tiny["int8"], "--input", video,
+                      "--max_face_spread", "1",
                       "--max_frames", "3", "--output_dir", str(out), "--save_pts",
                       "--save_overlay")
     assert result.returncode == 0, result.stderr[-2000:]

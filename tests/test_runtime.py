@@ -287,56 +287,7 @@ def test_one_euro_reduces_jitter_and_follows_a_step():
     assert lagged[34].max() < 45.0  # without the speed term the step lags
 
 
-def test_video_landmarker_keeps_the_box_when_the_detector_misses(tiny, real_records):
-    from fld.runtime import Landmarker, VideoLandmarker
-
-    record = real_records[0]
-    image = read_rgb(record.image_path)
-    truth = box_from_landmarks(record.landmarks)
-    calls = []
-
-    def flaky_detector(frame):
-        calls.append(1)
-        return [truth] if len(calls) == 1 else []
-
-    tracker = VideoLandmarker(Landmarker(tiny["int8"], detector=flaky_detector),
-                              detect_every=2, max_misses=2)
-    rng = np.random.default_rng(0)
-    results = []
-    for i in range(8):
-        frame = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
-        results.append(tracker.track(frame, i / 30.0))
-    # Detection on frames 0, 2, 4, 6, 7: found once, then the previous box is kept for
-    # max_misses misses; at the third miss (frame 6) the face is forgotten.
-    assert all(r is not None and r.shape == (TINY_K, 2) for r in results[:6])
-    assert results[6] is None and results[7] is None
-    assert len(calls) == 5
-
-
-def test_video_landmarker_smooths_and_resets_on_a_jump():
-    from fld.runtime import VideoLandmarker
-
-    class FakeLandmarker:
-        """Returns a fixed face plus noise, moved by ``offset``."""
-
-        offset = 0.0
-        rng = np.random.default_rng(0)
-        base = np.array([[100, 100], [200, 100], [150, 150], [120, 200], [180, 200]], np.float32)
-
-        def detect_faces(self, image):
-            return np.array([[100, 100, 200, 200]], np.float32) + self.offset
-
-        def predict(self, image, box):
-            return self.base + self.offset + self.rng.normal(0, 1.0, self.base.shape)
-
-    fake = FakeLandmarker()
-    tracker = VideoLandmarker(fake, detect_every=5, min_cutoff=1.0, beta=0.0)
-    frame = np.zeros((8, 8, 3), np.uint8)
-    out = np.stack([tracker.track(frame, i / 30) for i in range(60)])
-    assert np.abs(out[30:] - fake.base).std() < 0.5  # jitter of 1 px reduced
-    fake.offset = 300.0  # the face jumps by 3 face sizes: no lag after the reset
-    jumped = tracker.track(frame, 60 / 30)
-    assert np.abs(jumped - (fake.base + 300.0)).max() < 5.0
+# The tracker and its per-face smoother: tests/test_tracking.py.
 
 
 def test_haar_box_mapping_comes_from_metadata_then_scheme(tiny, tmp_path):

@@ -11,10 +11,18 @@ YuNet ``.onnx`` path) or, with ``--boxes``, from a CSV ``image,x0,y0,x1,y1`` (on
 per row, a header row allowed, the image named relative to the input folder (or its file
 name for a single image), 0-based pixel coordinates of the tight landmark box).
 
+Videos and webcams: with ``--track`` (the default) each face is tracked
+(``fld.runtime.tracking``): a frame's crop comes from the face's landmarks in the previous
+frame; the detector runs on the first frame, when a face is lost (its heatmaps spread
+out) and every ``--detect_every`` frames; ``--smooth`` adds One-Euro smoothing per face.
+``--notrack`` runs the detector on every frame.
+
 Outputs (in ``--output_dir``, keeping each input's path relative to the input folder):
 - ``--save_pts``: ``NAME.pts`` in iBUG format (1-based) for the first face (the largest
   detected, or the first CSV row), ``NAME_1.pts``, ``NAME_2.pts`` ... for further faces.
-  Videos: ``NAME/frame_000123.pts`` (and ``frame_000123_1.pts`` ...).
+  Videos: ``NAME/frame_000123.pts`` (and ``frame_000123_1.pts`` ...): with ``--track``
+  the faces of a frame in track order (the longest-tracked first), with ``--notrack``
+  largest first.
 - ``--save_overlay``: the image with the points drawn (and the face box), ``NAME.jpg``
   for JPEG inputs, ``NAME.png`` otherwise; videos: ``NAME.mp4``.
 - Inputs whose names differ only in the extension (``face.jpg``, ``face.png``) keep
@@ -46,7 +54,7 @@ from fld.data.readers import IMAGE_EXTENSIONS, write_pts
 from fld.drawing import draw_faces, write_image
 from fld.fileio import atomic_path, check_writable_dir
 from fld.images import DEFAULT_MAX_PIXELS, read_image_rgb
-from fld.runtime import Landmarker, MetadataError, ModelError, VideoLandmarker
+from fld.runtime import FaceTracker, Landmarker, MetadataError, ModelError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
@@ -56,14 +64,20 @@ flags.DEFINE_string("boxes", None, "CSV image,x0,y0,x1,y1 of landmark boxes (no 
 flags.DEFINE_string("output_dir", None, "Where .pts files and overlays go.")
 flags.DEFINE_bool("save_pts", False, "Write iBUG .pts files.")
 flags.DEFINE_bool("save_overlay", False, "Write images (videos) with the landmarks drawn.")
-flags.DEFINE_bool("smooth", False, "Videos / webcam: track one face (the largest) with a "
-                  "1-Euro filter (ignored for images).")
+flags.DEFINE_bool("track", True, "Videos / webcam: track the faces, each frame's crop from "
+                  "the previous frame's landmarks (--notrack: detect on every frame).")
+flags.DEFINE_bool("smooth", False, "Videos / webcam, with --track: One-Euro smoothing of "
+                  "each tracked face's points (ignored for images).")
 flags.DEFINE_string("detector", "haar", "'haar' or a YuNet .onnx path.")
 flags.DEFINE_integer("threads", 1, "Interpreter CPU threads.")
 flags.DEFINE_bool("flip_test", False, "Also run the mirrored crop and average the two "
                   "predictions: lower error, twice the model time.")
 flags.DEFINE_string("runtime", None, "Force ai_edge_litert, tflite_runtime or tf.")
-flags.DEFINE_integer("detect_every", 10, "Videos with --smooth: detect every N frames.")
+flags.DEFINE_integer("detect_every", 10, "Videos with --track: also run the detector every "
+                     "N frames, for new faces (0: only when a face is lost).")
+flags.DEFINE_float("max_face_spread", None, "Videos with --track: the heatmap spread above "
+                   "which a tracked face counts as lost (default: MAX_FACE_SPREAD of "
+                   "fld.runtime.tracking, measured for the bundled model).")
 flags.DEFINE_integer("max_frames", 0, "Videos / webcam: stop after N frames (0: all).")
 flags.DEFINE_bool("overwrite", False, "Allow replacing existing files that sit beside the "
                   "input images (e.g. their ground-truth .pts files).")
@@ -235,7 +249,8 @@ def run_video(landmarker, source, stem, outputs) -> tuple[int, int, int]:
     if not capture.isOpened():
         raise InputError(f"cannot open video {source!r}")
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    tracker = VideoLandmarker(landmarker, detect_every=FLAGS.detect_every) if FLAGS.smooth else None
+    tracker = FaceTracker(landmarker, detect_every=FLAGS.detect_every, smooth=FLAGS.smooth,
+                          max_spread=FLAGS.max_face_spread) if FLAGS.track else None
     writer, frames, faces_total = None, 0, 0
     with contextlib.ExitStack() as stack:  # closes in reverse: writer, then the rename
         stack.callback(capture.release)
@@ -246,8 +261,8 @@ def run_video(landmarker, source, stem, outputs) -> tuple[int, int, int]:
                     break
                 frame = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
                 if tracker is not None:
-                    points = tracker.track(frame, frames / fps)
-                    faces = [] if points is None else [(box_from_landmarks(points), points)]
+                    faces = [(box_from_landmarks(face.points), face.points)
+                             for face in tracker.track(frame, frames / fps)]
                 else:
                     faces = landmarker.detect(frame)
                 faces_total += len(faces)

@@ -1,4 +1,4 @@
-"""TensorFlow-free runtime: a ``.tflite`` landmark model + face detector + smoothing.
+"""TensorFlow-free runtime: a ``.tflite`` landmark model + face detector + video tracking and smoothing.
 
 Imports numpy, OpenCV and a TFLite interpreter (``ai_edge_litert``, ``tflite_runtime``
 or, as a last resort, ``tensorflow.lite``) only; never TensorFlow or Keras otherwise.
@@ -18,12 +18,15 @@ from fld.runtime.landmarker import DEFAULT_MODEL_PATH, Landmarker, time_landmark
 from fld.runtime.metadata import (
     FORMAT, METADATA_NAME, MetadataError, ModelInfo, make_model_info, read_metadata,
     read_model_info)
-from fld.runtime.smoothing import OneEuroFilter, VideoLandmarker
+from fld.runtime.smoothing import OneEuroFilter, PointSmoother
+from fld.runtime.tracking import FaceTracker, TrackedFace, heatmap_spread, time_tracking_frame
 
 __all__ = [
-    "DEFAULT_MODEL_PATH", "FORMAT", "HAAR_BOX_MAPPING", "HAAR_BOX_MAPPINGS", "METADATA_NAME", "RUNTIMES",
-    "BoxMapping", "FaceDetector", "HaarDetector", "Landmarker", "MetadataError",
-    "ModelError", "ModelInfo", "OneEuroFilter", "TFLiteModel", "VideoLandmarker",
-    "YuNetDetector", "describe_cpu", "fit_box_mapping", "interpreter_class", "make_model_info",
-    "measure_box_mapping", "read_metadata", "read_model_info", "time_landmarker",
+    "DEFAULT_MODEL_PATH", "FORMAT", "HAAR_BOX_MAPPING", "HAAR_BOX_MAPPINGS",
+    "METADATA_NAME", "RUNTIMES", "BoxMapping", "FaceDetector", "FaceTracker",
+    "HaarDetector", "Landmarker", "MetadataError", "ModelError", "ModelInfo",
+    "OneEuroFilter", "PointSmoother", "TFLiteModel", "TrackedFace", "YuNetDetector",
+    "describe_cpu", "fit_box_mapping", "heatmap_spread", "interpreter_class",
+    "make_model_info", "measure_box_mapping", "read_metadata", "read_model_info",
+    "time_landmarker", "time_tracking_frame",
 ]

@@ -11,6 +11,8 @@ matrix.
     points = landmarker.predict(image_rgb, box)        # (K, 2), 0-based image pixels
     for box, points in landmarker.detect(image_rgb):   # with the face detector
         ...
+    for face in landmarker.track(frame_rgb):            # video: fld.runtime.tracking
+        face.track_id, face.points
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class Landmarker:
         self._detector: Optional[FaceDetector] = None
         self._detector_lock = threading.Lock()   # built once, on first use
         self._box_mapping = box_mapping
+        self.tracker = None   # the FaceTracker of ``track``, built on its first call
 
     # --- one face --------------------------------------------------------------------
     def crop(self, image_rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
@@ -165,8 +168,14 @@ class Landmarker:
         ``box`` = (x0, y0, x1, y1) is the tight landmark box (300-W ground-truth box
         convention; map detector boxes with ``FaceDetector``).
         """
+        return self.predict_with_heatmaps(image_rgb, box)[0]
+
+    def predict_with_heatmaps(self, image_rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
+        """``predict``'s points and the crop's float heatmaps (``crop_heatmaps``), e.g. for
+        ``fld.runtime.tracking.face_confidence``."""
         inputs, matrix = self.crop(image_rgb, box)
-        return self.heatmaps_to_image(self.crop_heatmaps(inputs), matrix)
+        heatmaps = self.crop_heatmaps(inputs)
+        return self.heatmaps_to_image(heatmaps, matrix), heatmaps
 
     # --- with the detector ------------------------------------------------------------
     @property
@@ -202,6 +211,16 @@ class Landmarker:
         """[(box, points)] for every face found, largest first."""
         image_rgb = as_rgb_uint8(image_rgb)
         return [(box, self.predict(image_rgb, box)) for box in self.detect_faces(image_rgb)]
+
+    # --- video ------------------------------------------------------------------------
+    def track(self, frame_rgb: np.ndarray, timestamp: Optional[float] = None) -> list:
+        """[``TrackedFace``] in this video frame, each crop from the face's landmarks in
+        the previous frame (``fld.runtime.tracking.FaceTracker``, with its defaults on the
+        first call; assign ``self.tracker = FaceTracker(self, ...)`` for others)."""
+        if self.tracker is None:
+            from fld.runtime.tracking import FaceTracker   # imports nothing of this module
+            self.tracker = FaceTracker(self)
+        return self.tracker.track(frame_rgb, timestamp)
 
 
 def check_box_in_image(box, shape) -> None:

@@ -1,4 +1,4 @@
-"""Temporal smoothing and face tracking for video.
+"""Temporal smoothing of landmarks in video (the tracking itself: ``fld.runtime.tracking``).
 
 ``OneEuroFilter``: the 1-Euro filter of Casiez, Roussel & Vogel, "1 Euro Filter: A
 Simple Speed-based Low-pass Filter for Noisy Input in Interactive Systems", CHI 2012
@@ -8,12 +8,8 @@ at ``d_cutoff``), smoothing factor ``alpha = 1 / (1 + tau / T_e)`` with
 ``tau = 1 / (2 pi cutoff)`` and ``T_e`` the time since the previous sample. Slow motion is
 smoothed hard (low jitter), fast motion passes with little lag.
 
-``VideoLandmarker``: frame-to-frame tracking around a ``Landmarker``: the face detector
-runs every ``detect_every`` frames (and whenever no face is tracked); in between, and
-when the detector misses, the previous frame's landmark box is the next frame's box.
-The filter works in units of the face size (points divided by the landmark box's longer
-side when the track starts), so its parameters do not depend on the resolution; it is
-reset when the face jumps by more than ``jump_threshold`` face sizes.
+``PointSmoother``: that filter over one tracked face's landmarks, in units of the face
+size, restarted when the face jumps.
 """
 
 from __future__ import annotations
@@ -69,72 +65,39 @@ class OneEuroFilter:
         return self._x.astype(np.float32)
 
 
-class VideoLandmarker:
-    """Tracks one face (the largest) through a video with a ``Landmarker``.
+class PointSmoother:
+    """One-Euro smoothing of one face's (K, 2) landmarks through a video.
+
+    The filter works in units of the face size (points divided by the landmark box's
+    longer side when the track starts), so its parameters do not depend on the
+    resolution: ``beta`` is per face size per second. It restarts (no lag) when the face
+    center jumps by more than ``jump_threshold`` face sizes between two frames.
 
     Args:
-        landmarker: a ``fld.runtime.Landmarker``.
-        detect_every: run the detector every N frames (1 = every frame).
-        smooth: apply the 1-Euro filter.
-        min_cutoff, beta, d_cutoff: filter parameters, in face sizes (see module doc).
-        jump_threshold: reset the filter when the face center moves more than this
-            many face sizes between frames.
-        max_misses: forget the face after this many consecutive detector misses.
-
-    ``track(frame_rgb, timestamp)`` -> (K, 2) points or None when no face is tracked.
+        min_cutoff, beta, d_cutoff: ``OneEuroFilter``'s parameters.
+        jump_threshold: see above.
     """
 
-    def __init__(self, landmarker, detect_every: int = 10, smooth: bool = True,
-                 min_cutoff: float = 1.0, beta: float = 5.0, d_cutoff: float = 1.0,
-                 jump_threshold: float = 0.5, max_misses: int = 3):
-        self.landmarker = landmarker
-        self.detect_every = max(1, int(detect_every))
-        self.smooth = smooth
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 20.0, d_cutoff: float = 1.0,
+                 jump_threshold: float = 0.5):
         self.filter = OneEuroFilter(min_cutoff, beta, d_cutoff)
-        self.jump_threshold = jump_threshold
-        self.max_misses = max_misses
+        self.jump_threshold = float(jump_threshold)
         self.reset()
 
     def reset(self) -> None:
-        self.box: Optional[np.ndarray] = None  # landmark box for the next frame
-        self.frame_index = 0
-        self.misses = 0
+        self.filter.reset()
         self._scale = 1.0
         self._last_center: Optional[np.ndarray] = None
-        self.filter.reset()
 
-    def _next_box(self, frame_rgb: np.ndarray) -> Optional[np.ndarray]:
-        if self.box is not None and self.frame_index % self.detect_every:
-            return self.box
-        faces = self.landmarker.detect_faces(frame_rgb)
-        if len(faces) == 0:
-            self.misses += 1
-            if self.misses > self.max_misses:
-                self.box = None
-            return self.box  # detector missed: keep the previous landmark box
-        self.misses = 0
-        if self.box is None:
-            return faces[0]
-        centers = (faces[:, :2] + faces[:, 2:]) / 2  # the face nearest the tracked one
-        previous = (self.box[:2] + self.box[2:]) / 2
-        return faces[int(np.argmin(np.linalg.norm(centers - previous, axis=1)))]
-
-    def track(self, frame_rgb: np.ndarray, timestamp: float) -> Optional[np.ndarray]:
-        box = self._next_box(frame_rgb)
-        self.frame_index += 1
-        if box is None:
-            self.filter.reset()
-            self._last_center = None
-            return None
-        points = self.landmarker.predict(frame_rgb, box)
-        self.box = box_from_landmarks(points)
-        if not self.smooth:
-            return points
-        size = float(max(self.box[2] - self.box[0], self.box[3] - self.box[1], 1e-6))
+    def __call__(self, points, timestamp: float) -> np.ndarray:
+        """The smoothed (K, 2) float32 points of this frame (``timestamp`` in seconds)."""
+        points = np.asarray(points, np.float64)
+        box = box_from_landmarks(points)
+        size = float(max(box[2] - box[0], box[3] - box[1], 1e-6))
         center = points.mean(axis=0)
         if (self._last_center is None
                 or np.linalg.norm(center - self._last_center) > self.jump_threshold * size):
             self.filter.reset()
             self._scale = size
         self._last_center = center
-        return self.filter(points / self._scale, timestamp) * self._scale
+        return (self.filter(points / self._scale, timestamp) * self._scale).astype(np.float32)
