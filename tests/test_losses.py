@@ -251,6 +251,27 @@ def test_kl_distillation_matches_numpy_and_ignores_the_maps_scale():
     assert float(kl(peak, blur)) < float(kl(peak, near)) <= float(kl(peak, far)) + 1e-6
 
 
+def test_aam_distillation_is_the_aam_loss_against_the_teachers_maps():
+    from fld.losses.aam import AAMLoss
+
+    aam = AAMLoss()
+    teacher = {"fused": RNG.random((2, 8, 8, 5), dtype=np.float32),
+               "points": RNG.random((2, 8, 8, 5), dtype=np.float32),
+               "edges": RNG.random((2, 8, 8, 3), dtype=np.float32)}
+    student = {k: RNG.random(v.shape, dtype=np.float32) for k, v in teacher.items()}
+    kd = HeatmapDistillationLoss(form="aam", weight=0.5)
+    expected = 0.5 * np.asarray(aam.per_sample(
+        {"heatmaps": teacher["points"], "edges": teacher["edges"]}, student))
+    np.testing.assert_allclose(np.asarray(kd.per_sample(teacher, student, aam)), expected,
+                               rtol=1e-6)
+    assert np.all(np.asarray(kd.per_sample(teacher, teacher, aam)) <
+                  np.asarray(kd.per_sample(teacher, student, aam)))
+    with pytest.raises(ValueError, match="AAMLoss"):
+        kd.per_sample(teacher, student)
+    with pytest.raises(ValueError, match="output dicts"):
+        kd(teacher["fused"], student["fused"])
+
+
 def test_heatmap_mse():
     t = RNG.random((2, 4, 4, 3), dtype=np.float32)
     s = RNG.random((2, 4, 4, 3), dtype=np.float32)

@@ -16,6 +16,12 @@ Two forms (METHOD.md section 5; Hong & Lin, arXiv 2404.06029):
   distillation for dense prediction (Shu et al., ICCV 2021); weight 1. Unlike the two
   squared forms it does not depend on the maps' raw magnitude, which the decode ignores,
   so its scale stays comparable with STAR's over training.
+* ``"aam"``: ``weight * L_AAM(student point/edge maps, teacher point/edge maps)``, the AAM
+  loss (Adaptive Wing, weights 10 and 10) with the teacher's sigmoid maps in place of the
+  ground-truth Gaussians: heatmap distillation on the maps that are trained against
+  Gaussian targets, as in fast pose distillation (Zhang et al., CVPR 2019), where the KD
+  and ground-truth terms have the same form and weight 1 splits them equally. Needs the
+  teacher's output dict (``per_sample``), not only its fused map.
 
 ``y_true`` is the teacher's heatmap, ``y_pred`` the student's, both (B, H, W, K).
 """
@@ -25,8 +31,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-FORMS = ("mse", "l2_sum", "kl")
-DEFAULT_WEIGHTS = {"mse": 100.0, "l2_sum": 1.0, "kl": 1.0}
+FORMS = ("mse", "l2_sum", "kl", "aam")
+DEFAULT_WEIGHTS = {"mse": 100.0, "l2_sum": 1.0, "kl": 1.0, "aam": 1.0}
+FUSED_FORMS = ("mse", "l2_sum", "kl")   # forms computed on the fused maps alone
 KL_FLOOR = 1e-4   # share of the map's mean added before normalizing (no log(0))
 
 
@@ -51,7 +58,8 @@ class HeatmapDistillationLoss(keras.losses.Loss):
 
     Args:
         form: ``"mse"`` (code, default), ``"l2_sum"`` (summed per-landmark L2 distance) or
-            ``"kl"`` (per-landmark spatial KL divergence).
+            ``"kl"`` (per-landmark spatial KL divergence) or ``"aam"`` (AAM loss against
+            the teacher's point and edge maps).
         weight: multiplier; None picks the form's default (100 for ``mse``, 1 otherwise).
         name, reduction, dtype: as for ``keras.losses.Loss``.
     """
@@ -63,7 +71,20 @@ class HeatmapDistillationLoss(keras.losses.Loss):
         self.form = form
         self.weight = DEFAULT_WEIGHTS[form] if weight is None else float(weight)
 
+    def per_sample(self, teacher_outputs: dict, student_outputs: dict, aam_loss=None):
+        """(B,) weighted L_KD from the teacher's and the student's output dicts; the
+        ``"aam"`` form needs the run's ``AAMLoss``."""
+        if self.form == "aam":
+            if aam_loss is None:
+                raise ValueError("HeatmapDistillationLoss(form='aam') needs the AAMLoss")
+            targets = {"heatmaps": teacher_outputs["points"], "edges": teacher_outputs["edges"]}
+            return self.weight * aam_loss.per_sample(targets, student_outputs)
+        return self.call(teacher_outputs["fused"], student_outputs["fused"])
+
     def call(self, y_true, y_pred):
+        if self.form not in FUSED_FORMS:
+            raise ValueError(f"HeatmapDistillationLoss(form={self.form!r}) works on output "
+                             f"dicts: use per_sample(teacher_outputs, student_outputs, aam)")
         y_true = ops.convert_to_tensor(y_true)
         diff = ops.cast(y_pred, y_true.dtype) - y_true  # (B, H, W, K)
         if self.form == "mse":

@@ -11,7 +11,7 @@ import json
 from typing import Optional
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
-KD_FORMS = ("mse", "l2_sum", "kl")
+KD_FORMS = ("mse", "l2_sum", "kl", "aam")
 from fld.codec import DECODE_OPS_METHODS, VALIDATION_DECODE
 
 
@@ -52,11 +52,12 @@ class TrainConfig:
     star_weight: float = _field(1.0, "Weight of L_STAR on the fused heatmap.")
     point_weight: float = _field(10.0, "AAM weight of the point maps.")
     edge_weight: float = _field(10.0, "AAM weight of the edge maps.")
-    kd_weight: Optional[float] = _field(None, "L_KD weight (default: 100 for mse, 1 for l2_sum and kl).")
+    kd_weight: Optional[float] = _field(None, "L_KD weight (default: 100 for mse, 1 otherwise).")
     kd_form: str = _field("mse", "L_KD form: mse (mean squared difference, the authors' "
                           "code) or l2_sum (per-landmark L2 distances summed, the paper's "
-                          "equation) or kl (per-landmark KL divergence of the spatial "
-                          "distributions the decode reads).", enum=KD_FORMS)
+                          "equation), kl (per-landmark KL divergence of the spatial "
+                          "distributions the decode reads) or aam (the AAM loss against the "
+                          "teacher's point and edge maps).", enum=KD_FORMS)
     # augmentation (fld.data.augment.AugmentConfig)
     flip_prob: float = _field(0.5, "Horizontal flip probability.")
     rotation_sigma: float = _field(18.0, "Rotation standard deviation in degrees.")

@@ -64,7 +64,8 @@ class LandmarkTrainer(keras.Model):
         point_weight, edge_weight: L_AAM weights (10, 10).
         kd_weight: L_KD weight; None = the form's default (100 for ``mse``, 1 otherwise).
         kd_form: ``"mse"`` (authors' code, default), ``"l2_sum"`` (the paper's equation) or
-            ``"kl"`` (spatial KL divergence per landmark; ``fld.losses.distillation``).
+            ``"kl"`` (spatial KL divergence per landmark) or ``"aam"`` (the AAM loss of the
+            student's point and edge maps against the teacher's); ``fld.losses.distillation``.
         star_eigen_weight: STAR's eigenvalue-restriction weight (1).
         backbone: optional layer of the student whose variables use ``backbone_optimizer``.
         ema_momentum: EMA decay of the student's trainable weights (0 = no EMA). The decay
@@ -233,24 +234,27 @@ class LandmarkTrainer(keras.Model):
         return [i for i, f in zip(items, flags) if f], [i for i, f in zip(items, flags) if not f]
 
     # --- losses ---------------------------------------------------------------------
-    def _per_sample_terms(self, targets, outputs, teacher_fused):
+    def _per_sample_terms(self, targets, outputs, teacher_maps):
         """Weighted loss terms, each (B,)."""
         terms = {
             "star": self.star_weight * self.star_loss.call(targets["landmarks"], outputs["fused"]),
             "aam": self.aam_loss.per_sample(targets, outputs),
         }
-        if teacher_fused is not None:
-            terms["kd"] = self.kd_loss.call(ops.cast(teacher_fused, "float32"), outputs["fused"])
+        if teacher_maps is not None:
+            terms["kd"] = self.kd_loss.per_sample(teacher_maps, outputs, self.aam_loss)
         return terms
 
-    def _teacher_fused(self, x):
+    def _teacher_maps(self, x):
+        """The frozen teacher's output maps for ``x`` (inference mode, no gradient)."""
         if self.teacher is None:
             return None
-        return ops.stop_gradient(self.teacher(x, training=False)["fused"])
+        out = self.teacher(x, training=False)
+        return {k: ops.stop_gradient(ops.cast(out[k], "float32"))
+                for k in ("fused", "points", "edges") if k in out}
 
-    def _compute(self, x, y, sample_weight, teacher_fused, training):
+    def _compute(self, x, y, sample_weight, teacher_maps, training):
         outputs = self.student(x, training=training)
-        terms = self._per_sample_terms(y, outputs, teacher_fused)
+        terms = self._per_sample_terms(y, outputs, teacher_maps)
         if sample_weight is not None:
             sw = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
             terms = {k: v * sw for k, v in terms.items()}
@@ -274,9 +278,9 @@ class LandmarkTrainer(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         variables = self.student.trainable_variables
-        teacher_fused = self._teacher_fused(x)  # outside the tape: nothing to record
+        teacher_maps = self._teacher_maps(x)  # outside the tape: nothing to record
         with tf.GradientTape() as tape:
-            _, terms = self._compute(x, y, sample_weight, teacher_fused, training=True)
+            _, terms = self._compute(x, y, sample_weight, teacher_maps, training=True)
             loss = ops.sum(terms["loss"]) / self._global_batch_size(terms["loss"])
             if self.student.losses:  # regularizers: per replica, scaled like Keras does
                 replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -297,7 +301,7 @@ class LandmarkTrainer(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        outputs, terms = self._compute(x, y, sample_weight, self._teacher_fused(x), training=False)
+        outputs, terms = self._compute(x, y, sample_weight, self._teacher_maps(x), training=False)
         self._update_trackers(terms)
         if self.nme_tracker is not None:
             pred = decode_ops(ops.cast(outputs["fused"], "float32"), self.decode_method)
