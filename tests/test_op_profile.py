@@ -92,14 +92,19 @@ def test_overhead_model_adds():
 
 
 def test_format_sums_per_type():
-    ops = [{"index": i, "op_type": t, "output": "INT8[1]", "ms": ms, "min_ms": ms / 2}
+    ops = [{"index": i, "op_type": t, "output": "INT8[1]", "ms": ms, "min_ms": ms / 2,
+            "cpu_ms": ms / 4}
            for i, (t, ms) in enumerate([("CONV_2D", 2.0), ("ADD", 0.5), ("CONV_2D", 1.0)])]
     assert by_type(ops) == [("CONV_2D", 2, 3.0), ("ADD", 1, 0.5)]
-    lines = format_profile({"runs": 5, "whole_ms": 4.0, "whole_min_ms": 2.0,
-                            "overhead_ms": 0.01, "ops": ops})
+    timing = {"ms": 4.0, "min_ms": 2.0, "cpu_ms": 1.0}
+    lines = format_profile({"runs": 5, "whole": timing, "predict": {**timing, "ms": 5.5},
+                            "overhead": {"ms": 0.01, "min_ms": 0.01, "cpu_ms": 0.01},
+                            "ops": ops})
     row = next(line for line in lines if line.startswith("CONV_2D"))
-    assert row.split() == ["CONV_2D", "2", "3.000", "85.7", "1.500"]
-    assert "minus 3 x overhead: 3.470 ms; whole-model invoke: 4.000 ms" in lines[-2]
+    assert row.split() == ["CONV_2D", "2", "3.000", "85.7", "0.750"]
+    assert ("isolated ops sum (medians): 3.500 ms, minus 3 x overhead: 3.470 ms; "
+            "whole-model invoke: 4.000 ms (ratio 0.87)") in lines
+    assert "host side (minus the whole invoke): 1.500 ms wall" in lines[-1]
 
 
 def test_split_names_the_file_of_bad_input():
@@ -108,8 +113,8 @@ def test_split_names_the_file_of_bad_input():
 
 
 _ROW = re.compile(r"^([A-Z_0-9:]+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$")
-_SUM = re.compile(r"isolated ops sum: ([\d.]+) ms, minus (\d+) x overhead: (-?[\d.]+) ms; "
-                  r"whole-model invoke: ([\d.]+) ms")
+_SUM = re.compile(r"isolated ops sum \(medians\): ([\d.]+) ms, minus (\d+) x overhead: "
+                  r"(-?[\d.]+) ms; whole-model invoke: ([\d.]+) ms")
 
 
 def test_benchmark_op_profile_output_is_parseable(tiny):
@@ -127,6 +132,8 @@ def test_benchmark_op_profile_output_is_parseable(tiny):
                                                    abs=0.01)
     assert int(summed.group(2)) == len(op_types(data)) and float(summed.group(4)) > 0
     assert any(line.startswith("cpu: ") for line in lines)
+    assert any(re.match(r"landmark step .* host side .*: -?[\d.]+ ms wall, -?[\d.]+ ms CPU$",
+                        line) for line in lines)
     assert lines[-2].startswith("host side")
     assert re.fullmatch(r"latency_ms: [\d.]+", lines[-1])
 

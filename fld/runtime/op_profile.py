@@ -4,7 +4,8 @@ one-op model (``fld.export.op_split``), in the interpreter settings of the landm
 The TFLite Python interpreters expose no per-op timer, so each one-op model is invoked
 on the values the whole model computes for the benchmark face (read once through the
 builtin kernels with every tensor kept), round robin with the whole model, and the
-median of each is kept. An isolated op pays the interpreter's per-invoke cost once
+median of each is kept, by the wall clock and by CPU time (immune to other processes
+on a loaded machine). An isolated op pays the interpreter's per-invoke cost once
 (timed on a 1-element ADD and reported), and runs with its inputs hot in cache, so
 the sum of the isolated ops is compared with the whole model's invoke in the same run.
 
@@ -68,14 +69,23 @@ def _feed_inputs(interpreter, sources, values, rng, where):
         interpreter.set_tensor(detail["index"], value)
 
 
+def _stats(wall: list, cpu: list) -> dict:
+    return {"ms": float(np.median(wall)), "min_ms": float(np.min(wall)),
+            "cpu_ms": float(np.median(cpu))}
+
+
 def profile(model_path: str, ops_dir: str, feed: np.ndarray, threads: int = 1,
             runtime=None, reference_kernels: bool = False, runs: int = 50,
-            warmup: int = 3) -> dict:
-    """Times the whole model, each one-op model of ``ops_dir`` and the overhead model,
-    round robin, ``runs`` times each. Returns {"runtime", "runs", "whole_ms",
-    "whole_min_ms", "overhead_ms", "ops": [{"index", "op_type", "output", "ms", "min_ms"}]}
-    (medians, and minima where named: on a loaded CPU the minima are the runs that no other
-    process interrupted; milliseconds)."""
+            warmup: int = 3, predict=None) -> dict:
+    """Times the whole model, each one-op model of ``ops_dir``, the overhead model and
+    ``predict`` (a callable, e.g. the whole landmark step; optional), round robin,
+    ``runs`` times each, by the wall clock and by the process's CPU time (which a loaded
+    machine's other processes do not inflate; with 1 thread, that of the invoke).
+
+    Returns {"runtime", "runs", "whole", "overhead", "predict" (None without it),
+    "ops": [{"index", "op_type", "output", "ms", "min_ms", "cpu_ms"}]}, where "whole",
+    "overhead" and "predict" hold {"ms", "min_ms", "cpu_ms"}: wall median, wall minimum
+    and CPU-time median, milliseconds."""
     runtime, cls = interpreter_class(runtime)
     with open(model_path, "rb") as f:
         model_bytes = f.read()
@@ -85,7 +95,7 @@ def profile(model_path: str, ops_dir: str, feed: np.ndarray, threads: int = 1,
     rng = np.random.default_rng(0)
     whole = _make(cls, runtime, model_bytes, threads, reference_kernels)
     whole.set_tensor(whole.get_input_details()[0]["index"], feed)
-    timed = [("whole", whole)]
+    timed = [("whole", whole.invoke)]
     for entry in manifest:
         with open(os.path.join(ops_dir, entry["file"]), "rb") as f:
             where = f"{model_path} operator {entry['index']} ({entry['op_type']})"
@@ -94,27 +104,28 @@ def profile(model_path: str, ops_dir: str, feed: np.ndarray, threads: int = 1,
             except (ValueError, RuntimeError) as e:
                 raise ValueError(f"{where}: cannot load alone ({e})") from None
         _feed_inputs(interpreter, entry["inputs"], values, rng, where)
-        timed.append((entry["index"], interpreter))
+        timed.append((entry["index"], interpreter.invoke))
     with open(os.path.join(ops_dir, OVERHEAD_FILE), "rb") as f:
         overhead = _make(cls, runtime, f.read(), threads, reference_kernels)
     for detail in overhead.get_input_details():
         overhead.set_tensor(detail["index"], np.ones(detail["shape"], np.float32))
-    timed.append(("overhead", overhead))
-    times = defaultdict(list)
-    clock = time.perf_counter
+    timed.append(("overhead", overhead.invoke))
+    if predict is not None:
+        timed.append(("predict", predict))
+    wall, cpu = defaultdict(list), defaultdict(list)
     for run in range(warmup + runs):
-        for key, interpreter in timed:
-            start = clock()
-            interpreter.invoke()
+        for key, call in timed:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            call()
+            end, end_cpu = time.perf_counter(), time.process_time()
             if run >= warmup:
-                times[key].append((clock() - start) * 1e3)
-    medians = {key: float(np.median(values)) for key, values in times.items()}
-    minima = {key: float(np.min(values)) for key, values in times.items()}
-    return {"runtime": runtime, "runs": runs, "whole_ms": medians["whole"],
-            "whole_min_ms": minima["whole"], "overhead_ms": medians["overhead"],
+                wall[key].append((end - start) * 1e3)
+                cpu[key].append((end_cpu - start_cpu) * 1e3)
+    stats = {key: _stats(wall[key], cpu[key]) for key in wall}
+    return {"runtime": runtime, "runs": runs, "whole": stats["whole"],
+            "overhead": stats["overhead"], "predict": stats.get("predict"),
             "ops": [{"index": e["index"], "op_type": e["op_type"], "output": e["output"],
-                     "ms": medians[e["index"]], "min_ms": minima[e["index"]]}
-                    for e in manifest]}
+                     **stats[e["index"]]} for e in manifest]}
 
 
 def by_type(ops: list[dict], key: str = "ms") -> list[tuple[str, int, float]]:
@@ -127,32 +138,37 @@ def by_type(ops: list[dict], key: str = "ms") -> list[tuple[str, int, float]]:
 
 
 def format_profile(result: dict, top: int = 10) -> list[str]:
-    """The report's lines: a per-type table (count, ms, % of the summed isolated time),
-    the slowest single ops, and the isolated sum against the whole model's invoke."""
+    """The report's lines: a per-type table (count; ms: summed wall-clock medians, %: of
+    their total; cpu_ms: summed CPU-time medians), the slowest single ops, and the
+    isolated sums against the whole model's invoke (and the landmark step's host side)."""
     ops = result["ops"]
-    summed = sum(op["ms"] for op in ops)
-    overhead = result["overhead_ms"]
-    minima = {op_type: ms for op_type, _, ms in by_type(ops, "min_ms")}
-    lines = [f"op profile: {len(ops)} ops, {len(minima)} types, each timed alone "
+    sums = {key: sum(op[key] for op in ops) for key in ("ms", "min_ms", "cpu_ms")}
+    cpu = {op_type: ms for op_type, _, ms in by_type(ops, "cpu_ms")}
+    whole, overhead = result["whole"], result["overhead"]
+    lines = [f"op profile: {len(ops)} ops, {len(cpu)} types, each timed alone "
              f"({result['runs']} rounds, round robin with the whole model; ms: sum of the "
-             f"medians, %: of their total, min_ms: sum of the minima)",
-             f"{'op_type':<20} {'count':>5} {'ms':>9} {'%':>6} {'min_ms':>9}"]
+             f"wall-clock medians, %: of their total, cpu_ms: sum of the CPU-time medians)",
+             f"{'op_type':<20} {'count':>5} {'ms':>9} {'%':>6} {'cpu_ms':>9}"]
     for op_type, count, ms in by_type(ops):
-        lines.append(f"{op_type:<20} {count:>5d} {ms:>9.3f} {100 * ms / summed:>6.1f} "
-                     f"{minima[op_type]:>9.3f}")
-    lines.append(f"slowest ops (index op_type output ms):")
+        lines.append(f"{op_type:<20} {count:>5d} {ms:>9.3f} {100 * ms / sums['ms']:>6.1f} "
+                     f"{cpu[op_type]:>9.3f}")
+    lines.append("slowest ops (index op_type output ms):")
     for op in sorted(ops, key=lambda op: -op["ms"])[:top]:
         lines.append(f"  {op['index']:>4d} {op['op_type']:<20} {op['output']:<28} "
                      f"{op['ms']:.3f}")
-    corrected = summed - len(ops) * overhead
-    lines.append(f"per-invoke overhead (1-element ADD): {overhead:.4f} ms")
-    lines.append(f"isolated ops sum: {summed:.3f} ms, minus {len(ops)} x overhead: "
-                 f"{corrected:.3f} ms; whole-model invoke: {result['whole_ms']:.3f} ms "
-                 f"(corrected sum / whole: {corrected / result['whole_ms']:.2f})")
-    min_sum = sum(op["min_ms"] for op in ops)
-    lines.append(f"minima: isolated ops sum: {min_sum:.3f} ms; whole-model invoke: "
-                 f"{result['whole_min_ms']:.3f} ms (sum / whole: "
-                 f"{min_sum / result['whole_min_ms']:.2f})")
+    lines.append(f"per-invoke overhead (1-element ADD): {overhead['ms']:.4f} ms wall, "
+                 f"{overhead['cpu_ms']:.4f} ms CPU")
+    for label, key in (("medians", "ms"), ("minima", "min_ms"), ("CPU time", "cpu_ms")):
+        summed = sums[key] - len(ops) * overhead[key]
+        lines.append(f"isolated ops sum ({label}): {sums[key]:.3f} ms, minus {len(ops)} x "
+                     f"overhead: {summed:.3f} ms; whole-model invoke: {whole[key]:.3f} ms "
+                     f"(ratio {summed / whole[key]:.2f})")
+    predict = result.get("predict")
+    if predict:
+        lines.append(f"landmark step (Landmarker.predict, same rounds): {predict['ms']:.3f} ms "
+                     f"wall, {predict['cpu_ms']:.3f} ms CPU; host side (minus the whole "
+                     f"invoke): {predict['ms'] - whole['ms']:.3f} ms wall, "
+                     f"{predict['cpu_ms'] - whole['cpu_ms']:.3f} ms CPU")
     return lines
 
 
@@ -163,7 +179,8 @@ def _main(argv) -> int:
     from fld.runtime.landmarker import Landmarker
 
     landmarker = Landmarker(args["model"], num_threads=args["threads"],
-                            runtime=args["runtime"])
+                            runtime=args["runtime"], flip_test=args["flip_test"],
+                            reference_kernels=args["reference_kernels"])
     if args["image"]:
         image = cv2.cvtColor(cv2.imread(args["image"]), cv2.COLOR_BGR2RGB)
     else:
@@ -172,7 +189,8 @@ def _main(argv) -> int:
     inputs, _ = landmarker.crop(image, args["box"])
     feed = landmarker.model.quantize_input(landmarker.model_input(inputs))
     result = profile(args["model"], args["ops"], feed, args["threads"], args["runtime"],
-                     args["reference_kernels"], args["runs"])
+                     args["reference_kernels"], args["runs"],
+                     predict=lambda: landmarker.predict(image, args["box"]))
     print(json.dumps(result))
     return 0
 
