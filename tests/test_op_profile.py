@@ -93,7 +93,7 @@ def test_overhead_model_adds():
 
 def test_format_sums_per_type():
     ops = [{"index": i, "op_type": t, "output": "INT8[1]", "ms": ms, "min_ms": ms / 2,
-            "cpu_ms": ms / 4}
+            "cpu_ms": ms / 4, "delegated": t == "CONV_2D"}
            for i, (t, ms) in enumerate([("CONV_2D", 2.0), ("ADD", 0.5), ("CONV_2D", 1.0)])]
     assert by_type(ops) == [("CONV_2D", 2, 3.0), ("ADD", 1, 0.5)]
     timing = {"ms": 4.0, "min_ms": 2.0, "cpu_ms": 1.0}
@@ -101,7 +101,7 @@ def test_format_sums_per_type():
                             "overhead": {"ms": 0.01, "min_ms": 0.01, "cpu_ms": 0.01},
                             "ops": ops})
     row = next(line for line in lines if line.startswith("CONV_2D"))
-    assert row.split() == ["CONV_2D", "2", "3.000", "85.7", "0.750"]
+    assert row.split() == ["CONV_2D", "2", "3.000", "85.7", "0.750", "2"]
     assert ("isolated ops sum (medians): 3.500 ms, minus 3 x overhead: 3.470 ms; "
             "whole-model invoke: 4.000 ms (ratio 0.87)") in lines
     assert "host side (minus the whole invoke): 1.500 ms wall" in lines[-1]
@@ -112,7 +112,7 @@ def test_split_names_the_file_of_bad_input():
         split_ops(b"not a flatbuffer at all", "broken.tflite")
 
 
-_ROW = re.compile(r"^([A-Z_0-9:]+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$")
+_ROW = re.compile(r"^([A-Z_0-9:]+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+|\?)$")
 _SUM = re.compile(r"isolated ops sum \(medians\): ([\d.]+) ms, minus (\d+) x overhead: "
                   r"(-?[\d.]+) ms; whole-model invoke: ([\d.]+) ms")
 

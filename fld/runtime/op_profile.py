@@ -69,6 +69,16 @@ def _feed_inputs(interpreter, sources, values, rng, where):
         interpreter.set_tensor(detail["index"], value)
 
 
+def _delegated(interpreter):
+    """Whether the default delegate (XNNPACK) took the one-op model's operator; None where
+    the interpreter cannot list its nodes."""
+    try:
+        nodes = interpreter._get_ops_details()   # the interpreters' only node listing
+    except AttributeError:
+        return None
+    return any(node["op_name"] == "DELEGATE" for node in nodes)
+
+
 def _stats(wall: list, cpu: list) -> dict:
     return {"ms": float(np.median(wall)), "min_ms": float(np.min(wall)),
             "cpu_ms": float(np.median(cpu))}
@@ -83,7 +93,8 @@ def profile(model_path: str, ops_dir: str, feed: np.ndarray, threads: int = 1,
     machine's other processes do not inflate; with 1 thread, that of the invoke).
 
     Returns {"runtime", "runs", "whole", "overhead", "predict" (None without it),
-    "ops": [{"index", "op_type", "output", "ms", "min_ms", "cpu_ms"}]}, where "whole",
+    "ops": [{"index", "op_type", "output", "delegated", "ms", "min_ms", "cpu_ms"}]},
+    where "delegated" says whether XNNPACK ran the op (None: unknown) and "whole",
     "overhead" and "predict" hold {"ms", "min_ms", "cpu_ms"}: wall median, wall minimum
     and CPU-time median, milliseconds."""
     runtime, cls = interpreter_class(runtime)
@@ -96,6 +107,7 @@ def profile(model_path: str, ops_dir: str, feed: np.ndarray, threads: int = 1,
     whole = _make(cls, runtime, model_bytes, threads, reference_kernels)
     whole.set_tensor(whole.get_input_details()[0]["index"], feed)
     timed = [("whole", whole.invoke)]
+    delegated = {}
     for entry in manifest:
         with open(os.path.join(ops_dir, entry["file"]), "rb") as f:
             where = f"{model_path} operator {entry['index']} ({entry['op_type']})"
@@ -104,6 +116,7 @@ def profile(model_path: str, ops_dir: str, feed: np.ndarray, threads: int = 1,
             except (ValueError, RuntimeError) as e:
                 raise ValueError(f"{where}: cannot load alone ({e})") from None
         _feed_inputs(interpreter, entry["inputs"], values, rng, where)
+        delegated[entry["index"]] = _delegated(interpreter)
         timed.append((entry["index"], interpreter.invoke))
     with open(os.path.join(ops_dir, OVERHEAD_FILE), "rb") as f:
         overhead = _make(cls, runtime, f.read(), threads, reference_kernels)
@@ -125,7 +138,8 @@ def profile(model_path: str, ops_dir: str, feed: np.ndarray, threads: int = 1,
     return {"runtime": runtime, "runs": runs, "whole": stats["whole"],
             "overhead": stats["overhead"], "predict": stats.get("predict"),
             "ops": [{"index": e["index"], "op_type": e["op_type"], "output": e["output"],
-                     **stats[e["index"]]} for e in manifest]}
+                     "delegated": delegated[e["index"]], **stats[e["index"]]}
+                    for e in manifest]}
 
 
 def by_type(ops: list[dict], key: str = "ms") -> list[tuple[str, int, float]]:
@@ -139,7 +153,8 @@ def by_type(ops: list[dict], key: str = "ms") -> list[tuple[str, int, float]]:
 
 def format_profile(result: dict, top: int = 10) -> list[str]:
     """The report's lines: a per-type table (count; ms: summed wall-clock medians, %: of
-    their total; cpu_ms: summed CPU-time medians), the slowest single ops, and the
+    their total; cpu_ms: summed CPU-time medians; xnnpack: how many of them the XNNPACK
+    delegate ran, '?' if unknown), the slowest single ops, and the
     isolated sums against the whole model's invoke (and the landmark step's host side)."""
     ops = result["ops"]
     sums = {key: sum(op[key] for op in ops) for key in ("ms", "min_ms", "cpu_ms")}
@@ -147,11 +162,14 @@ def format_profile(result: dict, top: int = 10) -> list[str]:
     whole, overhead = result["whole"], result["overhead"]
     lines = [f"op profile: {len(ops)} ops, {len(cpu)} types, each timed alone "
              f"({result['runs']} rounds, round robin with the whole model; ms: sum of the "
-             f"wall-clock medians, %: of their total, cpu_ms: sum of the CPU-time medians)",
-             f"{'op_type':<20} {'count':>5} {'ms':>9} {'%':>6} {'cpu_ms':>9}"]
+             f"wall-clock medians, %: of their total, cpu_ms: sum of the CPU-time medians, "
+             f"xnnpack: ops the XNNPACK delegate ran)",
+             f"{'op_type':<20} {'count':>5} {'ms':>9} {'%':>6} {'cpu_ms':>9} {'xnnpack':>7}"]
     for op_type, count, ms in by_type(ops):
+        flags = [op.get("delegated") for op in ops if op["op_type"] == op_type]
+        xnnpack = "?" if None in flags else str(sum(flags))
         lines.append(f"{op_type:<20} {count:>5d} {ms:>9.3f} {100 * ms / sums['ms']:>6.1f} "
-                     f"{cpu[op_type]:>9.3f}")
+                     f"{cpu[op_type]:>9.3f} {xnnpack:>7}")
     lines.append("slowest ops (index op_type output ms):")
     for op in sorted(ops, key=lambda op: -op["ms"])[:top]:
         lines.append(f"  {op['index']:>4d} {op['op_type']:<20} {op['output']:<28} "
