@@ -2,6 +2,7 @@
 by fld.runtime.op_profile and printed by tools/benchmark.py --op_profile."""
 
 import collections
+import json
 import re
 
 import keras
@@ -117,9 +118,10 @@ _SUM = re.compile(r"isolated ops sum \(medians\): ([\d.]+) ms, minus (\d+) x ove
                   r"(-?[\d.]+) ms; whole-model invoke: ([\d.]+) ms")
 
 
-def test_benchmark_op_profile_output_is_parseable(tiny):
+def test_benchmark_op_profile_output_is_parseable(tiny, tmp_path):
     result = run_tool("benchmark.py", "--model", tiny["int8"], "--runs", "5",
-                      "--op_profile", "--op_profile_runs", "5")
+                      "--op_profile", "--op_profile_runs", "5",
+                      "--op_profile_json", str(tmp_path / "ops.json"))
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
     rows = {m.group(1): (int(m.group(2)), float(m.group(3)), float(m.group(4)))
@@ -135,6 +137,9 @@ def test_benchmark_op_profile_output_is_parseable(tiny):
     assert any(re.match(r"landmark step .* host side .*: -?[\d.]+ ms wall, -?[\d.]+ ms CPU$",
                         line) for line in lines)
     assert lines[-2].startswith("host side")
+    saved = json.loads((tmp_path / "ops.json").read_text())
+    assert [op["op_type"] for op in saved["ops"]] == op_types(data)
+    assert all(op["name"] and op["cpu_ms"] > 0 for op in saved["ops"])
     assert re.fullmatch(r"latency_ms: [\d.]+", lines[-1])
 
 

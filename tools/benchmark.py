@@ -53,6 +53,8 @@ flags.DEFINE_bool("op_profile", False, "Also time each operator alone (the model
                   "one-op models, fld.export.op_split) and print the time per op type "
                   "before the usual lines.")
 flags.DEFINE_integer("op_profile_runs", 50, "Timed rounds of --op_profile.")
+flags.DEFINE_string("op_profile_json", None, "With --op_profile: also write every op's "
+                    "timing (fld.runtime.op_profile.profile's result) to this JSON file.")
 flags.mark_flag_as_required("model")
 FLAGS = flags.FLAGS
 
@@ -119,7 +121,8 @@ def print_op_profile(args: dict, env: dict) -> None:
             with open(os.path.join(folder, name), "wb") as f:
                 f.write(op.tflite)
             manifest.append({"index": op.index, "op_type": op.op_type,
-                             "inputs": list(op.inputs), "output": op.output, "file": name})
+                             "inputs": list(op.inputs), "output": op.output,
+                             "name": op.name, "file": name})
         with open(os.path.join(folder, MANIFEST), "w") as f:
             json.dump(manifest, f)
         with open(os.path.join(folder, OVERHEAD_FILE), "wb") as f:
@@ -130,7 +133,12 @@ def print_op_profile(args: dict, env: dict) -> None:
     if result.returncode != 0:
         raise ValueError(f"{FLAGS.model}: op profile failed: "
                            f"{result.stderr.strip().splitlines()[-1:]}")
-    for line in format_profile(json.loads(result.stdout.strip().splitlines()[-1])):
+    profile = json.loads(result.stdout.strip().splitlines()[-1])
+    if FLAGS.op_profile_json:
+        from fld.fileio import write_text_atomic
+
+        write_text_atomic(FLAGS.op_profile_json, json.dumps(profile, indent=1) + "\n")
+    for line in format_profile(profile):
         print(line)
 
 

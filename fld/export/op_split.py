@@ -26,11 +26,13 @@ class OpModel:
 
     index: position in the whole model's operator list; op_type: e.g. ``CONV_2D``;
     inputs: the whole model's tensor indices that feed the one-op model's inputs, in
-    input order; output: 'TYPE[d0,d1,...]' of the first output; tflite: the bytes."""
+    input order; output: 'TYPE[d0,d1,...]' of the first output; name: that tensor's name
+    (the converter's, from the Keras layer); tflite: the bytes."""
     index: int
     op_type: str
     inputs: tuple
     output: str
+    name: str
     tflite: bytes
 
 
@@ -89,7 +91,7 @@ def split_ops(tflite_bytes: bytes, source: str = "model") -> list[OpModel]:
 
 
 def _one_op_model(schema, model, op, opcode):
-    """(input tensor indices, output description, bytes) of ``op`` alone."""
+    """(input tensor indices, output description, output name, bytes) of ``op`` alone."""
     graph = model.subgraphs[0]
     tensors, buffers, remap, feeds = [], [schema.BufferT()], {-1: -1}, []
 
@@ -133,8 +135,10 @@ def _one_op_model(schema, model, op, opcode):
     out.buffers = buffers
     out.description = b"fld one-op model"
     size = sum(len(b.data) for b in buffers if b.data is not None)
-    return (tuple(feeds), _describe(schema, graph.tensors[int(op.outputs[0])]),
-            pack_model(out, size))
+    first = graph.tensors[int(op.outputs[0])]
+    name = first.name.decode(errors="replace") if isinstance(first.name, bytes) \
+        else str(first.name or "")
+    return tuple(feeds), _describe(schema, first), name, pack_model(out, size)
 
 
 def overhead_model() -> bytes:

@@ -29,7 +29,8 @@ import numpy as np
 
 from fld.runtime.interpreter import interpreter_class, interpreter_options
 
-MANIFEST = "ops.json"   # in the ops folder: [{"index", "op_type", "inputs", "output", "file"}]
+MANIFEST = "ops.json"   # in the ops folder: [{"index", "op_type", "inputs", "output", "name",
+#                          "file"}]
 OVERHEAD_FILE = "overhead.tflite"
 
 
@@ -93,7 +94,7 @@ def profile(model_path: str, ops_dir: str, feed: np.ndarray, threads: int = 1,
     machine's other processes do not inflate; with 1 thread, that of the invoke).
 
     Returns {"runtime", "runs", "whole", "overhead", "predict" (None without it),
-    "ops": [{"index", "op_type", "output", "delegated", "ms", "min_ms", "cpu_ms"}]},
+    "ops": [{"index", "op_type", "output", "name", "delegated", "ms", "min_ms", "cpu_ms"}]},
     where "delegated" says whether XNNPACK ran the op (None: unknown) and "whole",
     "overhead" and "predict" hold {"ms", "min_ms", "cpu_ms"}: wall median, wall minimum
     and CPU-time median, milliseconds."""
@@ -138,8 +139,8 @@ def profile(model_path: str, ops_dir: str, feed: np.ndarray, threads: int = 1,
     return {"runtime": runtime, "runs": runs, "whole": stats["whole"],
             "overhead": stats["overhead"], "predict": stats.get("predict"),
             "ops": [{"index": e["index"], "op_type": e["op_type"], "output": e["output"],
-                     "delegated": delegated[e["index"]], **stats[e["index"]]}
-                    for e in manifest]}
+                     "name": e.get("name", ""), "delegated": delegated[e["index"]],
+                     **stats[e["index"]]} for e in manifest]}
 
 
 def by_type(ops: list[dict], key: str = "ms") -> list[tuple[str, int, float]]:
@@ -170,10 +171,11 @@ def format_profile(result: dict, top: int = 10) -> list[str]:
         xnnpack = "?" if None in flags else str(sum(flags))
         lines.append(f"{op_type:<20} {count:>5d} {ms:>9.3f} {100 * ms / sums['ms']:>6.1f} "
                      f"{cpu[op_type]:>9.3f} {xnnpack:>7}")
-    lines.append("slowest ops (index op_type output ms):")
+    lines.append("slowest ops (index op_type output ms name):")
     for op in sorted(ops, key=lambda op: -op["ms"])[:top]:
+        name = op.get("name", "")
         lines.append(f"  {op['index']:>4d} {op['op_type']:<20} {op['output']:<28} "
-                     f"{op['ms']:.3f}")
+                     f"{op['ms']:.3f} {name if len(name) <= 60 else '...' + name[-57:]}")
     lines.append(f"per-invoke overhead (1-element ADD): {overhead['ms']:.4f} ms wall, "
                  f"{overhead['cpu_ms']:.4f} ms CPU")
     for label, key in (("medians", "ms"), ("minima", "min_ms"), ("CPU time", "cpu_ms")):
