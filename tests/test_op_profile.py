@@ -137,6 +137,9 @@ def test_benchmark_op_profile_output_is_parseable(tiny, tmp_path):
     assert any(re.match(r"landmark step .* host side .*: -?[\d.]+ ms wall, -?[\d.]+ ms CPU$",
                         line) for line in lines)
     assert lines[-2].startswith("host side")
+    partitions = next(re.search(r"(\d+) XNNPACK partitions, (\d+) ops outside", line)
+                      for line in lines if "XNNPACK partitions" in line)
+    assert int(partitions.group(1)) >= 1
     saved = json.loads((tmp_path / "ops.json").read_text())
     assert [op["op_type"] for op in saved["ops"]] == op_types(data)
     assert all(op["name"] and op["cpu_ms"] > 0 for op in saved["ops"])

@@ -70,14 +70,21 @@ def _feed_inputs(interpreter, sources, values, rng, where):
         interpreter.set_tensor(detail["index"], value)
 
 
-def _delegated(interpreter):
-    """Whether the default delegate (XNNPACK) took the one-op model's operator; None where
-    the interpreter cannot list its nodes."""
+def _partitions(interpreter):
+    """How many delegate (XNNPACK) partitions an interpreter runs; None where it cannot
+    list its nodes (the list holds the model's ops and, after them, one node per
+    partition)."""
     try:
         nodes = interpreter._get_ops_details()   # the interpreters' only node listing
     except AttributeError:
         return None
-    return any(node["op_name"] == "DELEGATE" for node in nodes)
+    return sum(node["op_name"] == "DELEGATE" for node in nodes)
+
+
+def _delegated(interpreter):
+    """Whether the default delegate (XNNPACK) took the one-op model's operator."""
+    partitions = _partitions(interpreter)
+    return None if partitions is None else partitions > 0
 
 
 def _stats(wall: list, cpu: list) -> dict:
@@ -93,7 +100,8 @@ def profile(model_path: str, ops_dir: str, feed: np.ndarray, threads: int = 1,
     ``runs`` times each, by the wall clock and by the process's CPU time (which a loaded
     machine's other processes do not inflate; with 1 thread, that of the invoke).
 
-    Returns {"runtime", "runs", "whole", "overhead", "predict" (None without it),
+    Returns {"runtime", "runs", "whole", "whole_partitions" (XNNPACK partitions of the
+    whole model as run, or None), "overhead", "predict" (None without it),
     "ops": [{"index", "op_type", "output", "name", "delegated", "ms", "min_ms", "cpu_ms"}]},
     where "delegated" says whether XNNPACK ran the op (None: unknown) and "whole",
     "overhead" and "predict" hold {"ms", "min_ms", "cpu_ms"}: wall median, wall minimum
@@ -137,6 +145,7 @@ def profile(model_path: str, ops_dir: str, feed: np.ndarray, threads: int = 1,
                 cpu[key].append((end_cpu - start_cpu) * 1e3)
     stats = {key: _stats(wall[key], cpu[key]) for key in wall}
     return {"runtime": runtime, "runs": runs, "whole": stats["whole"],
+            "whole_partitions": _partitions(whole),
             "overhead": stats["overhead"], "predict": stats.get("predict"),
             "ops": [{"index": e["index"], "op_type": e["op_type"], "output": e["output"],
                      "name": e.get("name", ""), "delegated": delegated[e["index"]],
@@ -183,6 +192,12 @@ def format_profile(result: dict, top: int = 10) -> list[str]:
         lines.append(f"isolated ops sum ({label}): {sums[key]:.3f} ms, minus {len(ops)} x "
                      f"overhead: {summed:.3f} ms; whole-model invoke: {whole[key]:.3f} ms "
                      f"(ratio {summed / whole[key]:.2f})")
+    partitions = result.get("whole_partitions")
+    if partitions is not None and None not in [op.get("delegated") for op in ops]:
+        outside = sum(not op["delegated"] for op in ops)
+        lines.append(f"whole model as run: {partitions} XNNPACK partitions, {outside} ops "
+                     f"outside them (each switch between them costs what no isolated op "
+                     f"shows)")
     predict = result.get("predict")
     if predict:
         lines.append(f"landmark step (Landmarker.predict, same rounds): {predict['ms']:.3f} ms "
