@@ -10,6 +10,10 @@ when present, else on a synthetic image. The last line is ``latency_ms: N``, the
 crop+invoke+decode median (``--flip_test``: with the mirrored crop's second invoke; a
 flip-pair model, ``convert.py --flip_pair``, runs crop and mirror in its one invoke).
 
+``--op_profile`` first prints where the invoke time goes per op type: the model is cut
+into one-op models (``fld.export.op_split``), each timed alone, round robin with the whole
+model, by wall clock and CPU time (``fld.runtime.op_profile``); then the usual lines.
+
 The measurement runs in a child Python that imports only ``fld.runtime`` (no
 TensorFlow). ``--runtime tflite_runtime`` runs it in a separate virtual environment
 (``--venv``, default ``.venv-tflite``), e.g. created with
