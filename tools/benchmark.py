@@ -10,6 +10,10 @@ when present, else on a synthetic image. The last line is ``latency_ms: N``, the
 crop+invoke+decode median (``--flip_test``: with the mirrored crop's second invoke; a
 flip-pair model, ``convert.py --flip_pair``, runs crop and mirror in its one invoke).
 
+``--op_profile`` first prints where the invoke time goes per op type: the model is cut
+into one-op models (``fld.export.op_split``), each timed alone, round robin with the whole
+model, by wall clock and CPU time (``fld.runtime.op_profile``); then the usual lines.
+
 The measurement runs in a child Python that imports only ``fld.runtime`` (no
 TensorFlow). ``--runtime tflite_runtime`` runs it in a separate virtual environment
 (``--venv``, default ``.venv-tflite``), e.g. created with
@@ -49,6 +53,12 @@ flags.DEFINE_bool("flip_test", False, "Time Landmarker(flip_test=True): the mirr
 flags.DEFINE_bool("reference_kernels", False, "Time TFLite's builtin kernels instead of "
                   "the XNNPACK delegate (the kernels tools/evaluate.py --reference_kernels "
                   "scores).")
+flags.DEFINE_bool("op_profile", False, "Also time each operator alone (the model cut into "
+                  "one-op models, fld.export.op_split) and print the time per op type "
+                  "before the usual lines.")
+flags.DEFINE_integer("op_profile_runs", 50, "Timed rounds of --op_profile.")
+flags.DEFINE_string("op_profile_json", None, "With --op_profile: also write every op's "
+                    "timing (fld.runtime.op_profile.profile's result) to this JSON file.")
 flags.mark_flag_as_required("model")
 FLAGS = flags.FLAGS
 
@@ -98,6 +108,44 @@ def python_for(runtime) -> str:
     return python
 
 
+def print_op_profile(args: dict, env: dict) -> None:
+    """--op_profile: cuts the model into one-op models (here, with the TFLite schema) and
+    times them in the measuring child; prints fld.runtime.op_profile's table."""
+    import tempfile
+
+    from fld.export.op_split import overhead_model, split_ops
+    from fld.runtime.op_profile import MANIFEST, OVERHEAD_FILE, format_profile
+
+    with open(FLAGS.model, "rb") as f:
+        ops = split_ops(f.read(), FLAGS.model)
+    with tempfile.TemporaryDirectory(prefix="fld_op_profile_") as folder:
+        manifest = []
+        for op in ops:
+            name = f"op{op.index:04d}.tflite"
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(op.tflite)
+            manifest.append({"index": op.index, "op_type": op.op_type,
+                             "inputs": list(op.inputs), "output": op.output,
+                             "name": op.name, "file": name})
+        with open(os.path.join(folder, MANIFEST), "w") as f:
+            json.dump(manifest, f)
+        with open(os.path.join(folder, OVERHEAD_FILE), "wb") as f:
+            f.write(overhead_model())
+        child = dict(args, ops=folder, runs=FLAGS.op_profile_runs)
+        result = subprocess.run([python_for(FLAGS.runtime), "-m", "fld.runtime.op_profile",
+                                 json.dumps(child)], capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise ValueError(f"{FLAGS.model}: op profile failed: "
+                           f"{result.stderr.strip().splitlines()[-1:]}")
+    profile = json.loads(result.stdout.strip().splitlines()[-1])
+    if FLAGS.op_profile_json:
+        from fld.fileio import write_text_atomic
+
+        write_text_atomic(FLAGS.op_profile_json, json.dumps(profile, indent=1) + "\n")
+    for line in format_profile(profile):
+        print(line)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -108,6 +156,8 @@ def main(argv):
             "runs": FLAGS.runs, "runtime": FLAGS.runtime, "image": image, "box": box,
             "flip_test": FLAGS.flip_test, "reference_kernels": FLAGS.reference_kernels}
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if FLAGS.op_profile:
+        print_op_profile(args, env)
     result = subprocess.run([python_for(FLAGS.runtime), "-c", _MEASURE_SCRIPT, json.dumps(args)],
                             capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -125,6 +175,9 @@ def main(argv):
         values = np.asarray(times[key])
         print(f"{name:>20}: median {np.median(values):.3f} ms, "
               f"p90 {np.percentile(values, 90):.3f} ms")
+    if FLAGS.op_profile:
+        print(f"host side (crop+invoke+decode minus invoke, medians): "
+              f"{np.median(times['total_ms']) - np.median(times['invoke_ms']):.3f} ms")
     print(f"latency_ms: {np.median(times['total_ms']):.3f}")
     return 0
 

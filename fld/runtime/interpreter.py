@@ -51,6 +51,16 @@ def interpreter_class(runtime: Optional[str] = None):
                       "ai-edge-litert or tflite-runtime")
 
 
+def interpreter_options(runtime: str, reference_kernels: bool = False) -> dict:
+    """Keyword arguments of ``runtime``'s Interpreter beyond the model and threads: none
+    (the default XNNPACK delegate), or the builtin kernels without it (see TFLiteModel)."""
+    if not reference_kernels:
+        return {}
+    module = importlib.import_module(RUNTIMES[runtime][0])
+    return {"experimental_op_resolver_type":
+            module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+
+
 # CPU features that decide which int8 kernels XNNPACK runs (x86 and Arm names as Linux
 # reports them in /proc/cpuinfo).
 _KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp",
@@ -155,11 +165,7 @@ class TFLiteModel:
         self.runtime, interpreter_cls = interpreter_class(runtime)
         self.reference_kernels = bool(reference_kernels)
         self._lock = threading.RLock()   # set-input / invoke / read-outputs as one step
-        options = {}
-        if self.reference_kernels:
-            module = importlib.import_module(RUNTIMES[self.runtime][0])
-            options["experimental_op_resolver_type"] = (
-                module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        options = interpreter_options(self.runtime, self.reference_kernels)
         try:
             self.interpreter = interpreter_cls(model_content=self.model_bytes,
                                                num_threads=int(num_threads), **options)
