@@ -9,20 +9,23 @@ or, as a last resort, ``tensorflow.lite``) only; never TensorFlow or Keras other
         ...
 """
 
+from fld.runtime.blazeface import BlazeFaceDetector
 from fld.runtime.detector import (
-    HAAR_BOX_MAPPING, HAAR_BOX_MAPPINGS, BoxMapping, FaceDetector, HaarDetector, YuNetDetector, fit_box_mapping,
+    BLAZEFACE_BOX_MAPPINGS, BOX_MAPPINGS, DEFAULT_DETECTOR, DETECTORS, HAAR_BOX_MAPPING,
+    HAAR_BOX_MAPPINGS, BoxMapping, FaceDetector, HaarDetector, YuNetDetector, fit_box_mapping,
     measure_box_mapping)
 from fld.runtime.interpreter import (RUNTIMES, ModelError, TFLiteModel, describe_cpu,
                                     interpreter_class)
-from fld.runtime.landmarker import DEFAULT_MODEL_PATH, Landmarker, time_landmarker
+from fld.runtime.landmarker import DEFAULT_MODEL_PATH, DEFAULT_PASSES, Landmarker, time_landmarker
 from fld.runtime.metadata import (
     FORMAT, METADATA_NAME, MetadataError, ModelInfo, make_model_info, read_metadata,
     read_model_info)
 from fld.runtime.smoothing import OneEuroFilter, VideoLandmarker
 
 __all__ = [
-    "DEFAULT_MODEL_PATH", "FORMAT", "HAAR_BOX_MAPPING", "HAAR_BOX_MAPPINGS", "METADATA_NAME", "RUNTIMES",
-    "BoxMapping", "FaceDetector", "HaarDetector", "Landmarker", "MetadataError",
+    "BLAZEFACE_BOX_MAPPINGS", "BOX_MAPPINGS", "DEFAULT_DETECTOR", "DEFAULT_MODEL_PATH",
+    "DEFAULT_PASSES", "DETECTORS", "FORMAT", "HAAR_BOX_MAPPING", "HAAR_BOX_MAPPINGS",
+    "METADATA_NAME", "RUNTIMES", "BlazeFaceDetector", "BoxMapping", "FaceDetector", "HaarDetector", "Landmarker", "MetadataError",
     "ModelError", "ModelInfo", "OneEuroFilter", "TFLiteModel", "VideoLandmarker",
     "YuNetDetector", "describe_cpu", "fit_box_mapping", "interpreter_class", "make_model_info",
     "measure_box_mapping", "read_metadata", "read_model_info", "time_landmarker",
