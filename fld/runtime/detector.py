@@ -223,16 +223,19 @@ class FaceDetector:
             callables (fit one with ``measure_box_mapping``).
         scheme: the landmark scheme's name whose box the mapping targets (the crop rule
             uses the box of the scheme's own points).
+        runtime: the TFLite interpreter of the BlazeFace models (``TFLiteModel``'s;
+            ``Landmarker`` passes its own).
     ``__call__`` returns (N, 4) float32 landmark boxes, largest first; (0, 4) when no
     face is found.
     """
 
     def __init__(self, backend: BoxSource = DEFAULT_DETECTOR,
-                 box_mapping: Optional[BoxMapping] = None, scheme: str = "300w_68"):
+                 box_mapping: Optional[BoxMapping] = None, scheme: str = "300w_68",
+                 runtime: Optional[str] = None):
         if callable(backend):
             self.detect_raw, default = backend, IDENTITY_MAPPING
         elif backend in BOX_MAPPINGS:
-            self.detect_raw = make_raw_detector(backend)
+            self.detect_raw = make_raw_detector(backend, runtime)
             default = default_box_mapping(backend, scheme)
         elif isinstance(backend, str) and backend.lower().endswith(".onnx"):
             self.detect_raw, default = YuNetDetector(backend), IDENTITY_MAPPING
@@ -250,14 +253,17 @@ class FaceDetector:
         return boxes[np.argsort(-area, kind="stable")]
 
 
-def make_raw_detector(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    """A ``DETECTORS`` name -> its raw detector (image -> (N, 4) detector boxes)."""
+def make_raw_detector(name: str, runtime: Optional[str] = None
+                      ) -> Callable[[np.ndarray], np.ndarray]:
+    """A ``DETECTORS`` name -> its raw detector (image -> (N, 4) detector boxes);
+    ``runtime``: the TFLite interpreter of a BlazeFace model (None: the first found)."""
     if name == "haar":
         return HaarDetector()
     if name in ("blazeface", "blazeface_full"):
         from fld.runtime.blazeface import BlazeFaceDetector
 
-        return BlazeFaceDetector("full" if name == "blazeface_full" else "short")
+        return BlazeFaceDetector("full" if name == "blazeface_full" else "short",
+                                 runtime=runtime)
     raise ValueError(f"unknown face detector {name!r}: use one of {', '.join(DETECTORS)}")
 
 

@@ -30,7 +30,7 @@ from fld.crop import (box_from_landmarks, crop_image, crop_matrix, invert_affine
                       normalize_image, transform_points)
 from fld.images import as_rgb_uint8
 from fld.runtime.detector import DEFAULT_DETECTOR, BoxMapping, FaceDetector
-from fld.runtime.interpreter import TFLiteModel
+from fld.runtime.interpreter import RUNTIMES, TFLiteModel
 from fld.runtime.metadata import ModelInfo, read_model_info
 
 DEFAULT_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
@@ -191,8 +191,10 @@ class Landmarker:
                     mapping = self._box_mapping
                     if mapping is None and spec == "haar" and self.info.box_mapping is not None:
                         mapping = BoxMapping(*self.info.box_mapping)   # the metadata's: Haar's
+                    runtime = getattr(self.model, "runtime", None)   # the same interpreter
                     self._detector = FaceDetector(spec, box_mapping=mapping,
-                                                  scheme=self.scheme.name)
+                                                  scheme=self.scheme.name,
+                                                  runtime=runtime if runtime in RUNTIMES else None)
             return self._detector
 
     def detect_faces(self, image_rgb: np.ndarray) -> np.ndarray:
