@@ -6,10 +6,14 @@
     python tools/predict.py --model m.tflite --input clip.mp4 --smooth --save_overlay ...
     python tools/predict.py --model m.tflite --input 0 --max_frames 300 ...   # webcam 0
 
-Faces come from the face detector (OpenCV Haar cascade by default, ``--detector`` takes a
-YuNet ``.onnx`` path) or, with ``--boxes``, from a CSV ``image,x0,y0,x1,y1`` (one face
-per row, a header row allowed, the image named relative to the input folder (or its file
-name for a single image), 0-based pixel coordinates of the tight landmark box).
+Faces come from the face detector (``--detector``: the bundled BlazeFace CNN by default,
+``blazeface_full`` for small faces in wide shots, ``haar`` for OpenCV's Haar cascade, or a
+YuNet ``.onnx`` path), each face predicted twice (the second crop around the first
+prediction's landmarks: ``Landmarker.detect``), or, with ``--boxes``, from a CSV
+``image,x0,y0,x1,y1`` (one face per row, a header row allowed, the image named relative
+to the input folder (or its file name for a single image), 0-based pixel coordinates of
+the tight landmark box). An image in which the detector finds no face is reported on
+stderr (``no face found in PATH``; it adds no faces to the summary).
 
 Outputs (in ``--output_dir``, keeping each input's path relative to the input folder):
 - ``--save_pts``: ``NAME.pts`` in iBUG format (1-based) for the first face (the largest
@@ -58,7 +62,8 @@ flags.DEFINE_bool("save_pts", False, "Write iBUG .pts files.")
 flags.DEFINE_bool("save_overlay", False, "Write images (videos) with the landmarks drawn.")
 flags.DEFINE_bool("smooth", False, "Videos / webcam: track one face (the largest) with a "
                   "1-Euro filter (ignored for images).")
-flags.DEFINE_string("detector", "haar", "'haar' or a YuNet .onnx path.")
+flags.DEFINE_string("detector", "blazeface", "Face detector: blazeface (default), "
+                    "blazeface_full (small faces in wide shots), haar, or a YuNet .onnx path.")
 flags.DEFINE_integer("threads", 1, "Interpreter CPU threads.")
 flags.DEFINE_bool("flip_test", False, "Also run the mirrored crop and average the two "
                   "predictions: lower error, twice the model time.")
@@ -211,6 +216,8 @@ def run_images(landmarker, root, relatives, boxes, outputs, progress,
                          for b in boxes.get(os.path.normpath(name), [])]
             else:
                 faces = landmarker.detect(image)
+                if not faces:
+                    tqdm.write(f"no face found in {path}", file=sys.stderr)
         except Exception as e:   # noqa: BLE001 - one bad image never ends a folder's run
             reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
             tqdm.write(f"skipped {path}: {short_error(reason)}", file=sys.stderr)
