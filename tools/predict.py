@@ -8,8 +8,8 @@
 
 Faces come from the face detector (``--detector``: the bundled BlazeFace CNN by default,
 ``blazeface_full`` for small faces in wide shots, ``haar`` for OpenCV's Haar cascade, or a
-YuNet ``.onnx`` path), each face predicted twice (the second crop around the first
-prediction's landmarks: ``Landmarker.detect``), or, with ``--boxes``, from a CSV
+YuNet ``.onnx`` path), each face predicted ``--passes`` times (default 2: the second crop
+around the first prediction's landmarks, ``Landmarker.detect``), or, with ``--boxes``, from a CSV
 ``image,x0,y0,x1,y1`` (one face per row, a header row allowed, the image named relative
 to the input folder (or its file name for a single image), 0-based pixel coordinates of
 the tight landmark box). An image in which the detector finds no face is reported on
@@ -50,7 +50,7 @@ from fld.data.readers import IMAGE_EXTENSIONS, write_pts
 from fld.drawing import draw_faces, write_image
 from fld.fileio import atomic_path, check_writable_dir
 from fld.images import DEFAULT_MAX_PIXELS, read_image_rgb
-from fld.runtime import Landmarker, MetadataError, ModelError, VideoLandmarker
+from fld.runtime import DEFAULT_PASSES, Landmarker, MetadataError, ModelError, VideoLandmarker
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
@@ -64,6 +64,9 @@ flags.DEFINE_bool("smooth", False, "Videos / webcam: track one face (the largest
                   "1-Euro filter (ignored for images).")
 flags.DEFINE_string("detector", "blazeface", "Face detector: blazeface (default), "
                     "blazeface_full (small faces in wide shots), haar, or a YuNet .onnx path.")
+flags.DEFINE_integer("passes", DEFAULT_PASSES, "Detected faces: landmark predictions per "
+                     "face, each cropped around the last one's landmarks (1: from the "
+                     "detector's box only).", lower_bound=1)
 flags.DEFINE_integer("threads", 1, "Interpreter CPU threads.")
 flags.DEFINE_bool("flip_test", False, "Also run the mirrored crop and average the two "
                   "predictions: lower error, twice the model time.")
@@ -215,7 +218,7 @@ def run_images(landmarker, root, relatives, boxes, outputs, progress,
                 faces = [(b, landmarker.predict(image, b))
                          for b in boxes.get(os.path.normpath(name), [])]
             else:
-                faces = landmarker.detect(image)
+                faces = landmarker.detect(image, passes=FLAGS.passes)
                 if not faces:
                     tqdm.write(f"no face found in {path}", file=sys.stderr)
         except Exception as e:   # noqa: BLE001 - one bad image never ends a folder's run
@@ -256,7 +259,7 @@ def run_video(landmarker, source, stem, outputs) -> tuple[int, int, int]:
                     points = tracker.track(frame, frames / fps)
                     faces = [] if points is None else [(box_from_landmarks(points), points)]
                 else:
-                    faces = landmarker.detect(frame)
+                    faces = landmarker.detect(frame, passes=FLAGS.passes)
                 faces_total += len(faces)
                 outputs.write_faces(os.path.join(stem, f"frame_{frames:06d}"), faces)
                 if outputs.save_overlay:
