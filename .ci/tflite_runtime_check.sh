@@ -15,11 +15,12 @@
 #    range) runs in tflite-runtime, finds the one face (IoU >= 0.5 with its annotated box)
 #    and predict.py writes a .pts of 68 points near the annotation.
 # Usage: .ci/tflite_runtime_check.sh   (after .ci/run has built .venv; FLD_DATA overrides
-# the face folder, default ../shared/data/300w/train/afw).
+# the face folder, default ../shared/data/300w/train/afw; FLD_MAIN_PY the main venv's
+# Python, default .venv/bin/python). Every step imports this checkout's fld (PYTHONPATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$(pwd)"
-MAIN_PY="$REPO/.venv/bin/python"
+MAIN_PY="${FLD_MAIN_PY:-$REPO/.venv/bin/python}"
 VENV="$REPO/.venv-tflite"
 OUT="$REPO/build/ci-tflite"
 DATA="${FLD_DATA:-$REPO/../shared/data/300w/train/afw}"
@@ -28,6 +29,8 @@ start=$SECONDS
 
 [ -x "$MAIN_PY" ] || { echo "tflite_runtime_check: $MAIN_PY missing (run .ci/run first)" >&2; exit 1; }
 [ -d "$DATA" ] || { echo "tflite_runtime_check: face folder $DATA not found" >&2; exit 1; }
+
+export PYTHONPATH="$REPO"
 
 # --- 1. artifacts from the main environment ------------------------------------------
 rm -rf "$OUT"
@@ -50,7 +53,6 @@ PY
 step2=$SECONDS
 
 # --- 3. runtime-only tests and tools/predict.py, TensorFlow absent ---------------------
-export PYTHONPATH="$REPO"
 FLD_TFLITE_CHECK_DIR="$OUT" "$VENV/bin/python" -m pytest -q tests/runtime_only
 image="$(head -n 1 "$OUT/predict_image.txt")"
 rm -rf "$OUT/predict"

@@ -25,8 +25,9 @@ from fld.runtime.smoothing import OneEuroFilter, VideoLandmarker
 __all__ = [
     "BLAZEFACE_BOX_MAPPINGS", "BOX_MAPPINGS", "DEFAULT_DETECTOR", "DEFAULT_MODEL_PATH",
     "DEFAULT_PASSES", "DETECTORS", "FORMAT", "HAAR_BOX_MAPPING", "HAAR_BOX_MAPPINGS",
-    "METADATA_NAME", "RUNTIMES", "BlazeFaceDetector", "BoxMapping", "FaceDetector", "HaarDetector", "Landmarker", "MetadataError",
-    "ModelError", "ModelInfo", "OneEuroFilter", "TFLiteModel", "VideoLandmarker",
-    "YuNetDetector", "describe_cpu", "fit_box_mapping", "interpreter_class", "make_model_info",
-    "measure_box_mapping", "read_metadata", "read_model_info", "time_landmarker",
+    "METADATA_NAME", "RUNTIMES", "BlazeFaceDetector", "BoxMapping", "FaceDetector",
+    "HaarDetector", "Landmarker", "MetadataError", "ModelError", "ModelInfo",
+    "OneEuroFilter", "TFLiteModel", "VideoLandmarker", "YuNetDetector", "describe_cpu",
+    "fit_box_mapping", "interpreter_class", "make_model_info", "measure_box_mapping",
+    "read_metadata", "read_model_info", "time_landmarker",
 ]
