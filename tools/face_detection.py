@@ -36,6 +36,8 @@ SCHEMES = ("300w_68", "pair_51")
 flags.DEFINE_string("data_dir", DATA_300W, "Annotated faces (a .pts folder, .csv, ...).")
 flags.DEFINE_string("detector", "blazeface", "A fld.runtime.detector.DETECTORS name "
                     "(blazeface, blazeface_full, haar) or a YuNet .onnx path.")
+flags.DEFINE_string("compare", None, "Also time this detector (e.g. haar) on every image, "
+                    "interleaved, and count the images where --detector is slower.")
 flags.DEFINE_bool("fit", False, "Refit the box mappings on the training faces and print them.")
 flags.DEFINE_integer("val_every", 10, "--fit leaves out every N-th face (the validation split).")
 flags.DEFINE_float("min_iou", 0.5, "IoU with the landmark box for a face to count as found.")
@@ -44,20 +46,25 @@ flags.DEFINE_integer("limit", 0, "Use at most this many faces (0: all).")
 FLAGS = flags.FLAGS
 
 
-def run_detector(detect, records):
-    """Raw detector boxes per record and the time of each call (ms)."""
+def run_detector(detect, records, other=None):
+    """Raw detector boxes per record and the time of each call (ms); with ``other`` (a
+    second detector) also its time on the same image, right after."""
     from tqdm import tqdm
 
     from fld.images import read_image_rgb
 
-    boxes, times = [], []
+    boxes, times, other_times = [], [], []
     for record in tqdm(records, desc="detecting", unit="img", file=sys.stderr, disable=None):
         image = read_image_rgb(record.image_path)
         start = time.perf_counter()
         found = detect(image)
         times.append((time.perf_counter() - start) * 1e3)
         boxes.append(np.asarray(found, np.float32).reshape(-1, 4))
-    return boxes, np.asarray(times)
+        if other is not None:
+            start = time.perf_counter()
+            other(image)
+            other_times.append((time.perf_counter() - start) * 1e3)
+    return boxes, np.asarray(times), np.asarray(other_times)
 
 
 def best_iou(raw_boxes, mapping, truth) -> float:
@@ -90,12 +97,22 @@ def main(argv):
     if FLAGS.limit:
         indices = indices[:FLAGS.limit]
     records = [records[i] for i in indices]
+    def build(name):
+        return YuNetDetector(name) if name.lower().endswith(".onnx") else make_raw_detector(name)
+
     name = FLAGS.detector
-    detect = YuNetDetector(name) if name.lower().endswith(".onnx") else make_raw_detector(name)
     print(f"cpu: {describe_cpu()}")
-    raw, times = run_detector(detect, records)
+    raw, times, other = run_detector(build(name), records,
+                                     build(FLAGS.compare) if FLAGS.compare else None)
     print(f"detector: {name}, {len(records)} faces of {FLAGS.data_dir}, median "
-          f"{np.median(times):.2f} ms per image (p90 {np.percentile(times, 90):.2f} ms)")
+          f"{np.median(times):.2f} ms per image (p90 {np.percentile(times, 90):.2f} ms, max "
+          f"{times.max():.2f} ms)")
+    if FLAGS.compare:
+        ratio = other / times
+        print(f"{FLAGS.compare}: median {np.median(other):.2f} ms per image, same images "
+              f"interleaved; {name} slower on {int((times > other).sum())} of {len(times)} "
+              f"images; {FLAGS.compare} / {name} time: median {np.median(ratio):.1f}x, "
+              f"min {ratio.min():.1f}x")
     rate_68 = float("nan")
     fitted = {}
     for scheme_name in SCHEMES:
