@@ -10,13 +10,17 @@
 # 3. There, with PYTHONPATH=the repo: (a) pytest tests/runtime_only (TF absent, the int8
 #    model's predictions vs the stored ones); (b) tools/predict.py --save_pts on a real
 #    image, checking the .pts file is written and matches ai-edge-litert's landmarks;
-#    (c) the bundled default model: its accuracy test and tools/predict.py with no --model.
+#    (c) the bundled default model: its accuracy test and tools/predict.py with no --model
+#    and no --boxes on the bundled photo: the bundled BlazeFace detector (short and full
+#    range) runs in tflite-runtime, finds the one face (IoU >= 0.5 with its annotated box)
+#    and predict.py writes a .pts of 68 points near the annotation.
 # Usage: .ci/tflite_runtime_check.sh   (after .ci/run has built .venv; FLD_DATA overrides
-# the face folder, default ../shared/data/300w/train/afw).
+# the face folder, default ../shared/data/300w/train/afw; FLD_MAIN_PY the main venv's
+# Python, default .venv/bin/python). Every step imports this checkout's fld (PYTHONPATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$(pwd)"
-MAIN_PY="$REPO/.venv/bin/python"
+MAIN_PY="${FLD_MAIN_PY:-$REPO/.venv/bin/python}"
 VENV="$REPO/.venv-tflite"
 OUT="$REPO/build/ci-tflite"
 DATA="${FLD_DATA:-$REPO/../shared/data/300w/train/afw}"
@@ -25,6 +29,8 @@ start=$SECONDS
 
 [ -x "$MAIN_PY" ] || { echo "tflite_runtime_check: $MAIN_PY missing (run .ci/run first)" >&2; exit 1; }
 [ -d "$DATA" ] || { echo "tflite_runtime_check: face folder $DATA not found" >&2; exit 1; }
+
+export PYTHONPATH="$REPO"
 
 # --- 1. artifacts from the main environment ------------------------------------------
 rm -rf "$OUT"
@@ -47,7 +53,6 @@ PY
 step2=$SECONDS
 
 # --- 3. runtime-only tests and tools/predict.py, TensorFlow absent ---------------------
-export PYTHONPATH="$REPO"
 FLD_TFLITE_CHECK_DIR="$OUT" "$VENV/bin/python" -m pytest -q tests/runtime_only
 image="$(head -n 1 "$OUT/predict_image.txt")"
 rm -rf "$OUT/predict"
@@ -66,11 +71,42 @@ close = float((np.linalg.norm(got - want, axis=-1) <= 2.0).mean())
 assert close >= 0.6, f"{sys.argv[1]}: only {close:.0%} of points within 2 px of ai-edge-litert's"
 print(f"tools/predict.py: {sys.argv[1]} written, {close:.0%} of points within 2 px of ai-edge-litert's")
 PY
-# the bundled default model (no --model) on the bundled photo
+# the bundled BlazeFace detector and the default model (no --model, no --boxes) on the
+# bundled photo
+PHOTO=data/sample_300w/helen_126968967_1
+"$VENV/bin/python" - "$PHOTO" <<'PY'
+import sys
+import numpy as np
+from fld.crop import box_from_landmarks
+from fld.data.readers import read_pts
+from fld.images import read_image_rgb
+from fld.runtime import FaceDetector
+from fld.runtime.blazeface import BlazeFaceDetector
+from fld.runtime.detector import box_iou
+image, truth = read_image_rgb(sys.argv[1] + ".jpg"), box_from_landmarks(read_pts(sys.argv[1] + ".pts"))
+for name, model in (("blazeface", "short"), ("blazeface_full", "full")):
+    assert BlazeFaceDetector(model).model.runtime == "tflite_runtime"
+    boxes = FaceDetector(name)(image)
+    assert len(boxes) == 1, f"{name}: expected one face in {sys.argv[1]}.jpg, got {len(boxes)}"
+    iou = float(box_iou(boxes, truth).max())
+    assert iou >= 0.5, f"{name}: IoU {iou:.2f} with the annotated box"
+    print(f"{name} in tflite_runtime: 1 face, IoU {iou:.2f} with the annotated landmark box")
+PY
 rm -rf "$OUT/predict_default"
-"$VENV/bin/python" tools/predict.py --input data/sample_300w/helen_126968967_1.jpg \
-    --output_dir "$OUT/predict_default" --save_pts
-[ -s "$OUT/predict_default/helen_126968967_1.pts" ] || {
-    echo "tflite_runtime_check: the default model wrote no .pts for the bundled photo" >&2; exit 1; }
+"$VENV/bin/python" tools/predict.py --input "$PHOTO.jpg" --output_dir "$OUT/predict_default" \
+    --save_pts | tee "$OUT/predict_default.log"
+grep -q "^images: 1, faces: 1, skipped: 0$" "$OUT/predict_default.log" || {
+    echo "tflite_runtime_check: tools/predict.py did not find the one face of $PHOTO.jpg" >&2; exit 1; }
+"$VENV/bin/python" - "$OUT/predict_default/$(basename "$PHOTO").pts" "$PHOTO.pts" <<'PY'
+import sys
+import numpy as np
+from fld.data.readers import read_pts
+got, truth = read_pts(sys.argv[1]), read_pts(sys.argv[2])
+assert got.shape == (68, 2), f"{sys.argv[1]}: {got.shape[0]} points, expected 68"
+iod = np.linalg.norm(truth[36:42].mean(0) - truth[42:48].mean(0))
+nme = float(np.linalg.norm(got - truth, axis=1).mean() / iod)
+assert nme < 0.08, f"{sys.argv[1]}: NME {nme:.3f} against the annotation"
+print(f"tools/predict.py (BlazeFace + default model, tflite_runtime): 68 points, NME {100 * nme:.2f} %")
+PY
 echo "tflite_runtime_check passed: artifacts $((step1 - start)) s, venv $((step2 - step1)) s," \
      "runtime checks $((SECONDS - step2)) s"

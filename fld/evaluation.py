@@ -47,7 +47,7 @@ class FaceResult:
 def load_predictor(path: str, decode_method: str | None = None, num_threads: int = 1,
                    preset: str | None = None, image_size: int | None = None,
                    scheme: str | None = None, flip_test: bool = False,
-                   reference_kernels: bool = False):
+                   reference_kernels: bool = False, detector=None):
     """A runtime ``Landmarker`` for a ``.tflite`` file or a Keras model file.
 
     ``decode_method`` overrides the host-side decode (default: a ``.tflite``'s stored one;
@@ -56,12 +56,13 @@ def load_predictor(path: str, decode_method: str | None = None, num_threads: int
     ``flip_test``: average with the mirrored crop's prediction (``Landmarker``).
     ``reference_kernels``: a ``.tflite`` runs on TFLite's builtin kernels instead of
     XNNPACK (CPU-independent results; an error for Keras models).
+    ``detector``: the face detector of ``detect`` (``Landmarker``'s; None: its default).
     """
     if path.endswith(".tflite"):
         from fld.runtime.landmarker import Landmarker
 
         landmarker = Landmarker(path, num_threads=num_threads, flip_test=flip_test,
-                                reference_kernels=reference_kernels)
+                                reference_kernels=reference_kernels, detector=detector)
         if decode_method:
             landmarker.info = dataclasses.replace(landmarker.info, decode_method=decode_method)
         return landmarker
@@ -69,7 +70,7 @@ def load_predictor(path: str, decode_method: str | None = None, num_threads: int
         raise ValueError(f"{path}: reference_kernels applies to .tflite models only")
     from fld.keras_engine import keras_landmarker
 
-    return keras_landmarker(path, preset, image_size, scheme,
+    return keras_landmarker(path, preset, image_size, scheme, detector=detector,
                             decode_method=decode_method or VALIDATION_DECODE, flip_test=flip_test)
 
 
@@ -85,7 +86,7 @@ def match_detection(detections, gt_box, min_iou: float = 0.3):
 
 def evaluate(records, predictor, scheme: Scheme, boxes: str = "gt",
              progress: bool = True, read_image=None,
-             skipped: list | None = None) -> list[FaceResult]:
+             skipped: list | None = None, passes: int | None = None) -> list[FaceResult]:
     """Runs ``predictor`` on every record and scores it.
 
     Args:
@@ -97,6 +98,8 @@ def evaluate(records, predictor, scheme: Scheme, boxes: str = "gt",
         read_image: image reader (default ``fld.images.read_image_rgb``).
         skipped: a list: faces whose image cannot be decoded are appended to it (as
             their ImageError message) and left out; None: such a face is an error.
+        passes: with ``detector`` boxes, ``predictor.detect(image, passes=passes)``
+            (``Landmarker``'s landmark re-crop); None: the predictor's default.
     """
     if boxes not in BOX_SOURCES:
         raise ValueError(f"unknown box source {boxes!r}: use one of {BOX_SOURCES}")
@@ -122,7 +125,9 @@ def evaluate(records, predictor, scheme: Scheme, boxes: str = "gt",
         if boxes == "gt":
             pred = predictor.predict(image, gt_box)
         else:
-            pred = match_detection(predictor.detect(image), gt_box)
+            found = (predictor.detect(image) if passes is None
+                     else predictor.detect(image, passes=passes))
+            pred = match_detection(found, gt_box)
         result = FaceResult(record.image_path, record.subset, gt, pred)
         if pred is not None:
             if pred.shape != gt.shape:

@@ -83,7 +83,7 @@ def test_predict_with_detector_skips_a_corrupt_image(tiny, image_dir, tmp_path):
     summary = result.stdout.strip().splitlines()[-1]
     assert summary.startswith("images: 3, faces: ") and summary.endswith("skipped: 1")
     faces = int(summary.split("faces: ")[1].split(",")[0])
-    assert faces >= 2  # the Haar cascade finds most of these real faces
+    assert faces >= 2  # the detector (BlazeFace) finds these real faces
     saved = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.pts"))
     assert len(saved) == faces and all(read_pts(str(out / p)).shape == (TINY_K, 2) for p in saved)
 
@@ -130,6 +130,23 @@ def test_benchmark_prints_latency(tiny):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "flip_test (two invokes per face)" in result.stdout
     assert float(result.stdout.strip().splitlines()[-1].split()[1]) > 0
+
+
+def test_benchmark_pipeline_prints_its_lines(tiny):
+    result = run_tool("benchmark.py", "--model", tiny["int8"], "--runs", "3", "--pipeline",
+                      "--detector", "haar")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines()
+                 if ": " in line)
+    assert "avx" in lines["cpu"] or "asimd" in lines["cpu"] or "no flags" in lines["cpu"]
+    for prefix in ("", "haar_"):
+        for key in ("detector_ms", "landmarks_ms", "full_image_ms"):
+            assert float(lines[prefix + key]) > 0, (prefix + key, result.stdout)
+    assert float(lines["full_image_ms"]) > float(lines["detector_ms"])
+    assert lines["faces found"] == "blazeface 1, haar 1"
+    assert float(lines["detector_speedup"].split()[0]) > 1   # BlazeFace is the faster one
+    assert float(lines["tracking_frame_ms"]) > 0
+    assert float(lines["tracking_ratio"].split()[0]) > 0
 
 
 def write_still_clip(path, record, frames=6):

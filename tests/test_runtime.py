@@ -257,10 +257,16 @@ def test_callable_detector_and_detect(tiny, real_records):
     image = read_rgb(record.image_path)
     truth = box_from_landmarks(record.landmarks)
     landmarker = Landmarker(tiny["int8"], detector=lambda img: [truth, truth * 0.5])
-    found = landmarker.detect(image)
+    found = landmarker.detect(image, refine=False)
     assert len(found) == 2
     np.testing.assert_allclose(found[0][0], truth, atol=1e-3)  # largest first, identity map
-    np.testing.assert_allclose(found[0][1], landmarker.predict(image, truth), atol=1e-4)
+    first = landmarker.predict(image, truth)
+    np.testing.assert_allclose(found[0][1], first, atol=1e-4)
+    # the default: a second pass, cropped around the first pass's landmarks
+    box, points = landmarker.detect(image)[0]
+    np.testing.assert_allclose(box, box_from_landmarks(first), atol=1e-4)
+    np.testing.assert_allclose(points, landmarker.predict(image, box), atol=1e-4)
+    assert len(landmarker.detect(image, passes=3)) == 2
 
 
 # --- smoothing ---------------------------------------------------------------------------------
@@ -292,7 +298,7 @@ def test_one_euro_reduces_jitter_and_follows_a_step():
 
 def test_haar_box_mapping_comes_from_metadata_then_scheme(tiny, tmp_path):
     from fld.export.metadata import embed_metadata
-    from fld.runtime import HAAR_BOX_MAPPINGS, BoxMapping, Landmarker
+    from fld.runtime import BLAZEFACE_BOX_MAPPINGS, HAAR_BOX_MAPPINGS, BoxMapping, Landmarker
     from fld.runtime.metadata import make_model_info
 
     with open(tiny["nometa"], "rb") as f:
@@ -300,10 +306,13 @@ def test_haar_box_mapping_comes_from_metadata_then_scheme(tiny, tmp_path):
     path = tmp_path / "mapped.tflite"
     path.write_bytes(embed_metadata(plain, make_model_info(TINY_SCHEME, TINY_SIZE,
                                                            box_mapping=(0.0, 0.1, 0.9, 0.8))))
-    assert Landmarker(str(path)).detector.box_mapping == BoxMapping(0.0, 0.1, 0.9, 0.8)
-    with pytest.warns(UserWarning, match="no Haar box mapping measured for scheme 'tiny_5'"):
-        mapping = Landmarker(tiny["int8"]).detector.box_mapping
+    assert Landmarker(str(path), detector="haar").detector.box_mapping == \
+        BoxMapping(0.0, 0.1, 0.9, 0.8)
+    with pytest.warns(UserWarning, match="no haar box mapping measured for scheme 'tiny_5'"):
+        mapping = Landmarker(tiny["int8"], detector="haar").detector.box_mapping
     assert mapping == HAAR_BOX_MAPPINGS["300w_68"]
+    # the default detector, BlazeFace, has its own mappings (the metadata's is Haar's)
+    assert Landmarker(str(path)).detector.box_mapping == BLAZEFACE_BOX_MAPPINGS["300w_68"]
 
 
 @pytest.mark.slow

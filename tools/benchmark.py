@@ -1,7 +1,9 @@
-"""Per-face latency of a ``.tflite`` landmark model on this CPU.
+"""Per-face latency of a ``.tflite`` landmark model, and of the whole pipeline, on this CPU.
 
     python tools/benchmark.py --model student_int8.tflite --threads 1 --runs 200
     python tools/benchmark.py --model m.tflite --runtime tflite_runtime   # see below
+    python tools/benchmark.py --pipeline                        # the bundled model
+    python tools/benchmark.py --pipeline --detector haar        # + Haar, same run
 
 Prints median and p90 latency per face of the interpreter alone (``invoke`` on an
 already quantized input) and of the whole ``Landmarker.predict`` (crop + normalize +
@@ -9,6 +11,28 @@ quantize + invoke + decode + map back), on a real face from ../shared/data/300w/
 when present, else on a synthetic image. The last line is ``latency_ms: N``, the
 crop+invoke+decode median (``--flip_test``: with the mirrored crop's second invoke; a
 flip-pair model, ``convert.py --flip_pair``, runs crop and mirror in its one invoke).
+
+``--pipeline`` times, on the same image in one run (interleaved, medians), the face
+detector (``detector_ms``: BlazeFace, the default, on the whole image), the landmark step
+for one face (``landmarks_ms``: one ``Landmarker.predict``, crop + invoke + decode) and
+both together (``full_image_ms``: ``Landmarker.detect``, detection plus
+``DEFAULT_PASSES`` landmark passes per face); it prints lines
+
+    detector_ms: N
+    landmarks_ms: N
+    full_image_ms: N
+    tracking_frame_ms: N
+
+(``tracking_frame_ms``: one ``Landmarker.track`` frame of a 30-frame synthetic clip of the
+same face, no detection on it, ``fld.runtime.tracking.time_tracking_frame``; followed by
+``tracking_ratio``, its median over the landmark step's on the same frames.)
+
+``--detector haar`` (or ``blazeface_full``, or a YuNet ``.onnx`` path) times that
+detector too, in the same run, and adds the same three lines with its name as a prefix
+(``haar_detector_ms: N``, ``haar_landmarks_ms: N``, ``haar_full_image_ms: N``) and
+``detector_speedup: N`` (its detector time over BlazeFace's). Every run prints the CPU
+it ran on and the instruction-set features XNNPACK's kernels depend on
+(``fld.runtime.describe_cpu``: e.g. ``cpu: AMD EPYC [avx2 avx512f avx512_vnni]``).
 
 ``--op_profile`` first prints where the invoke time goes per op type: the model is cut
 into one-op models (``fld.export.op_split``), each timed alone, round robin with the whole
@@ -41,7 +65,7 @@ from fld.cli import one_line_errors
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_300W = os.path.join(os.path.dirname(REPO), "shared", "data", "300w", "train")
 
-flags.DEFINE_string("model", None, "The .tflite model.")
+flags.DEFINE_string("model", None, "The .tflite model (default: the bundled model).")
 flags.DEFINE_integer("threads", 1, "Interpreter CPU threads.")
 flags.DEFINE_integer("runs", 200, "Timed runs (after 10 warm-up runs).")
 flags.DEFINE_enum("runtime", None, ["ai_edge_litert", "tflite_runtime", "tf"],
@@ -59,7 +83,11 @@ flags.DEFINE_bool("op_profile", False, "Also time each operator alone (the model
 flags.DEFINE_integer("op_profile_runs", 50, "Timed rounds of --op_profile.")
 flags.DEFINE_string("op_profile_json", None, "With --op_profile: also write every op's "
                     "timing (fld.runtime.op_profile.profile's result) to this JSON file.")
-flags.mark_flag_as_required("model")
+flags.DEFINE_bool("pipeline", False, "Time detector, landmark step and the full image "
+                  "(detector_ms, landmarks_ms, full_image_ms lines).")
+flags.DEFINE_string("detector", "blazeface", "--pipeline: also time this detector in the same "
+                    "run (haar, blazeface_full or a YuNet .onnx path), lines prefixed with "
+                    "its name.")
 FLAGS = flags.FLAGS
 
 # Runs in the child interpreter: imports fld.runtime, numpy and OpenCV only.
@@ -78,7 +106,21 @@ else:  # synthetic: smooth noise with a bright ellipse where the face box is
 landmarker = Landmarker(args["model"], num_threads=args["threads"], runtime=args["runtime"],
                         flip_test=args["flip_test"],
                         reference_kernels=args["reference_kernels"])
-times = time_landmarker(landmarker, image, args["box"], runs=args["runs"])
+if args["pipeline"]:
+    from fld.runtime.timing import time_pipeline
+    times = time_pipeline(landmarker, image, args["box"], args["others"], runs=args["runs"])
+    # A tracking frame: a short synthetic clip of this face (small known motion + noise,
+    # fld.synthetic_video), each frame cropped from the previous frame's landmarks.
+    from fld.crop import box_from_landmarks
+    from fld.runtime import time_tracking_frame
+    from fld.synthetic_video import make_clip
+    clip = make_clip(image, landmarker.predict(image, args["box"]), frames=30)
+    tracked = time_tracking_frame(landmarker, clip.frames, runs=max(1, args["runs"] // 30),
+                                  box=box_from_landmarks(clip.points[0]))
+    times["tracking_frame_ms"] = tracked["tracking_ms"]
+    times["tracking_landmarks_ms"] = tracked["landmark_ms"]
+else:
+    times = time_landmarker(landmarker, image, args["box"], runs=args["runs"])
 print(json.dumps({"runtime": landmarker.model.runtime, "kernels": landmarker.model.kernels,
                   "cpu": describe_cpu(),
                   "input": str(landmarker.model.input_dtype),
@@ -87,10 +129,12 @@ print(json.dumps({"runtime": landmarker.model.runtime, "kernels": landmarker.mod
 
 
 def benchmark_face():
-    """(image path or '', landmark box): the first real 300-W face, else synthetic."""
-    for pts in sorted(glob.glob(os.path.join(DATA_300W, "*", "*.pts")))[:1]:
+    """(image path or '', landmark box): the first real 300-W face, else the bundled
+    photo (data/sample_300w), else synthetic."""
+    bundled = os.path.join(REPO, "data", "sample_300w", "helen_126968967_1.pts")
+    for pts in sorted(glob.glob(os.path.join(DATA_300W, "*", "*.pts")))[:1] + [bundled]:
         image = os.path.splitext(pts)[0] + ".jpg"
-        if os.path.isfile(image):
+        if os.path.isfile(image) and os.path.isfile(pts):
             from fld.crop import box_from_landmarks
             from fld.data.readers import read_pts
 
@@ -146,15 +190,39 @@ def print_op_profile(args: dict, env: dict) -> None:
         print(line)
 
 
+def print_pipeline(times: dict, others: list[str]) -> None:
+    """The --pipeline lines: medians in ms, BlazeFace's unprefixed, others' prefixed."""
+    def median(key):
+        return float(np.median(times[key]))
+
+    print("faces found: " + ", ".join(f"{name} {times[prefix + 'faces']}" for name, prefix in
+                                      [("blazeface", "")] + [(o, f"{o}_") for o in others]))
+    for prefix in [""] + [f"{name}_" for name in others]:
+        for key in ("detector_ms", "landmarks_ms", "full_image_ms"):
+            print(f"{prefix}{key}: {median(prefix + key):.3f}")
+    if "tracking_frame_ms" in times:
+        print(f"tracking_frame_ms: {median('tracking_frame_ms'):.3f}")
+        print(f"tracking_ratio: {median('tracking_frame_ms') / median('tracking_landmarks_ms'):.3f}"
+              f" (tracking frame / landmark step on the same clip frames)")
+    for name in others:
+        print(f"detector_speedup: {median(name + '_detector_ms') / median('detector_ms'):.1f}"
+              f" ({name} / blazeface)")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not os.path.isfile(FLAGS.model):
-        raise app.UsageError(f"model file not found: {FLAGS.model}")
+    from fld.runtime.landmarker import DEFAULT_MODEL_PATH, DEFAULT_PASSES
+
+    model = FLAGS.model or DEFAULT_MODEL_PATH
+    if not os.path.isfile(model):
+        raise app.UsageError(f"model file not found: {model}")
+    others = [FLAGS.detector] if FLAGS.pipeline and FLAGS.detector != "blazeface" else []
     image, box = benchmark_face()
-    args = {"model": os.path.abspath(FLAGS.model), "threads": FLAGS.threads,
+    args = {"model": os.path.abspath(model), "threads": FLAGS.threads,
             "runs": FLAGS.runs, "runtime": FLAGS.runtime, "image": image, "box": box,
-            "flip_test": FLAGS.flip_test, "reference_kernels": FLAGS.reference_kernels}
+            "flip_test": FLAGS.flip_test, "reference_kernels": FLAGS.reference_kernels,
+            "pipeline": FLAGS.pipeline, "others": others}
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if FLAGS.op_profile:
         print_op_profile(args, env)
@@ -164,12 +232,17 @@ def main(argv):
         print(result.stderr[-4000:], file=sys.stderr)
         return 1
     times = json.loads(result.stdout.strip().splitlines()[-1])
-    print(f"model: {FLAGS.model} ({times['input']} input), runtime: {times['runtime']} "
+    print(f"model: {model} ({times['input']} input), runtime: {times['runtime']} "
           f"({times['kernels']} kernels), "
           f"threads: {FLAGS.threads}, runs: {FLAGS.runs}, face: {image or 'synthetic'}"
           + (", flip pair (crop and mirror in one invoke of batch 2)" if times["flip_pair"]
              else ", flip_test (two invokes per face)" if FLAGS.flip_test else ""))
     print(f"cpu: {times['cpu']}")
+    if FLAGS.pipeline:
+        print(f"pipeline: detector blazeface{''.join(', ' + o for o in others)}, "
+              f"{DEFAULT_PASSES} landmark passes per face (Landmarker.detect)")
+        print_pipeline(times, others)
+        return 0
     for name, key in (("interpreter invoke", "invoke_ms"),
                       ("crop+invoke+decode", "total_ms")):
         values = np.asarray(times[key])

@@ -6,7 +6,9 @@
 Keras checkpoints (.keras, or .weights.h5 with --preset/--image_size) and .tflite files
 run through the same runtime code (crop rule, decode), so float vs int8 differences are
 the models' own. ``--boxes gt`` crops from the ground-truth landmark box (the 300-W
-protocol); ``--boxes detector`` runs the face detector and also reports detection rate.
+protocol); ``--boxes detector`` runs the face detector (``--detector``, BlazeFace by
+default) with ``Landmarker.detect``'s landmark re-crop (``--passes``) and also reports
+the detection rate.
 Prints one table per model (per sub-folder and overall, NME in percent); the last line is
 ``nme_io: N``: the overall mean inter-ocular NME (percent) of the first --model.
 """
@@ -26,6 +28,10 @@ flags.DEFINE_multi_string("model", None, "Model file(s): .tflite, .keras or .wei
 flags.DEFINE_string("data_dir", None, "Annotated faces: .pts folder, .csv or WFLW .txt.")
 flags.DEFINE_string("scheme", "300w_68", "Landmark scheme of the annotations and models.")
 flags.DEFINE_enum("boxes", "gt", evaluation.BOX_SOURCES, "Where face boxes come from.")
+flags.DEFINE_string("detector", None, "--boxes detector: blazeface (default), "
+                    "blazeface_full, haar or a YuNet .onnx path.")
+flags.DEFINE_integer("passes", None, "--boxes detector: predictions per face, each re-cropped "
+                     "around the last one's landmarks (default: Landmarker.detect's, 2).")
 flags.DEFINE_string("report_dir", None, "Write CED plot, per-face CSV, worst faces, summary.")
 flags.DEFINE_integer("every", 1, "Evaluate every N-th face (sorted by path), e.g. 10 for "
                      "the validation split of tools/train.py (with --offset).")
@@ -71,7 +77,8 @@ def main(argv):
                                                   FLAGS.preset, FLAGS.image_size, FLAGS.scheme,
                                                   flip_test=FLAGS.flip_test,
                                                   reference_kernels=(FLAGS.reference_kernels
-                                                                     and p.endswith(".tflite")))
+                                                                     and p.endswith(".tflite")),
+                                                  detector=FLAGS.detector)
                   for name, p in zip(names, FLAGS.model)}
     for name, predictor in predictors.items():
         if predictor.scheme.num_points != scheme.num_points:
@@ -91,8 +98,9 @@ def main(argv):
     results = {}
     for name, predictor in predictors.items():
         skipped = [] if FLAGS.skip_bad else None
+        passes = FLAGS.passes if name != "dlib" else None
         results[name] = evaluation.evaluate(records, predictor, scheme, FLAGS.boxes,
-                                            skipped=skipped)
+                                            skipped=skipped, passes=passes)
         if skipped:
             print(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
         rows = evaluation.summary_rows(results[name])
@@ -108,6 +116,11 @@ def main(argv):
         print(evaluation.format_table(rows))
         if FLAGS.boxes == "detector":
             overall = rows[-1]
+            detector = getattr(predictor, "detector", None)
+            from fld.runtime.landmarker import DEFAULT_PASSES
+
+            print(f"detector: {getattr(detector, 'name', 'its own')}"
+                  + (f", {FLAGS.passes or DEFAULT_PASSES} pass(es)" if name != "dlib" else ""))
             print(f"detection rate: {100 * overall['detected'] / overall['faces']:.1f}%")
     if FLAGS.report_dir:
         paths = evaluation.write_report(results, FLAGS.report_dir)

@@ -6,10 +6,14 @@
     python tools/predict.py --model m.tflite --input clip.mp4 --smooth --save_overlay ...
     python tools/predict.py --model m.tflite --input 0 --max_frames 300 ...   # webcam 0
 
-Faces come from the face detector (OpenCV Haar cascade by default, ``--detector`` takes a
-YuNet ``.onnx`` path) or, with ``--boxes``, from a CSV ``image,x0,y0,x1,y1`` (one face
-per row, a header row allowed, the image named relative to the input folder (or its file
-name for a single image), 0-based pixel coordinates of the tight landmark box).
+Faces come from the face detector (``--detector``: the bundled BlazeFace CNN by default,
+``blazeface_full`` for small faces in wide shots, ``haar`` for OpenCV's Haar cascade, or a
+YuNet ``.onnx`` path), each face predicted ``--passes`` times (default 2: the second crop
+around the first prediction's landmarks, ``Landmarker.detect``), or, with ``--boxes``, from a CSV
+``image,x0,y0,x1,y1`` (one face per row, a header row allowed, the image named relative
+to the input folder (or its file name for a single image), 0-based pixel coordinates of
+the tight landmark box). An image in which the detector finds no face is reported on
+stderr (``no face found in PATH``; it adds no faces to the summary).
 
 Videos and webcams: with ``--track`` (the default) each face is tracked
 (``fld.runtime.tracking``): a frame's crop comes from the face's landmarks in the previous
@@ -54,7 +58,7 @@ from fld.data.readers import IMAGE_EXTENSIONS, write_pts
 from fld.drawing import draw_faces, write_image
 from fld.fileio import atomic_path, check_writable_dir
 from fld.images import DEFAULT_MAX_PIXELS, read_image_rgb
-from fld.runtime import FaceTracker, Landmarker, MetadataError, ModelError
+from fld.runtime import DEFAULT_PASSES, FaceTracker, Landmarker, MetadataError, ModelError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
@@ -68,7 +72,11 @@ flags.DEFINE_bool("track", True, "Videos / webcam: track the faces, each frame's
                   "the previous frame's landmarks (--notrack: detect on every frame).")
 flags.DEFINE_bool("smooth", False, "Videos / webcam, with --track: One-Euro smoothing of "
                   "each tracked face's points (ignored for images).")
-flags.DEFINE_string("detector", "haar", "'haar' or a YuNet .onnx path.")
+flags.DEFINE_string("detector", "blazeface", "Face detector: blazeface (default), "
+                    "blazeface_full (small faces in wide shots), haar, or a YuNet .onnx path.")
+flags.DEFINE_integer("passes", DEFAULT_PASSES, "Detected faces: landmark predictions per "
+                     "face, each cropped around the last one's landmarks (1: from the "
+                     "detector's box only).", lower_bound=1)
 flags.DEFINE_integer("threads", 1, "Interpreter CPU threads.")
 flags.DEFINE_bool("flip_test", False, "Also run the mirrored crop and average the two "
                   "predictions: lower error, twice the model time.")
@@ -224,7 +232,9 @@ def run_images(landmarker, root, relatives, boxes, outputs, progress,
                 faces = [(b, landmarker.predict(image, b))
                          for b in boxes.get(os.path.normpath(name), [])]
             else:
-                faces = landmarker.detect(image)
+                faces = landmarker.detect(image, passes=FLAGS.passes)
+                if not faces:
+                    tqdm.write(f"no face found in {path}", file=sys.stderr)
         except Exception as e:   # noqa: BLE001 - one bad image never ends a folder's run
             reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
             tqdm.write(f"skipped {path}: {short_error(reason)}", file=sys.stderr)
@@ -264,7 +274,7 @@ def run_video(landmarker, source, stem, outputs) -> tuple[int, int, int]:
                     faces = [(box_from_landmarks(face.points), face.points)
                              for face in tracker.track(frame, frames / fps)]
                 else:
-                    faces = landmarker.detect(frame)
+                    faces = landmarker.detect(frame, passes=FLAGS.passes)
                 faces_total += len(faces)
                 outputs.write_faces(os.path.join(stem, f"frame_{frames:06d}"), faces)
                 if outputs.save_overlay:

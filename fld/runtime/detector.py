@@ -1,8 +1,12 @@
 """Face detection ahead of the landmark model, with nothing to download.
 
-Backends:
-- ``"haar"`` (default): OpenCV's frontal-face Haar cascade shipped in the opencv wheel
-  (``cv2.data.haarcascades``; Viola & Jones, CVPR 2001).
+Backends (``DETECTORS``):
+- ``"blazeface"`` (default): the BlazeFace short-range CNN bundled in
+  ``fld/runtime/assets`` and run by the runtime's TFLite interpreter
+  (``fld.runtime.blazeface``; ~2 ms a photo on one x86 core);
+- ``"blazeface_full"``: BlazeFace's full-range model, for small faces in wide shots;
+- ``"haar"``: OpenCV's frontal-face Haar cascade shipped in the opencv wheel
+  (``cv2.data.haarcascades``; Viola & Jones, CVPR 2001; ~50x slower, misses more faces).
 - a YuNet ``.onnx`` path (``cv2.FaceDetectorYN``; the user supplies the model file);
 - any callable ``image_rgb -> list of (x0, y0, x1, y1)`` boxes.
 
@@ -15,7 +19,8 @@ defined on the tight box around the 68 landmarks (the 300-W ground-truth box). A
 
 ``fit_box_mapping`` fits the 4 numbers by least squares from matched boxes;
 ``measure_box_mapping`` runs a detector over annotated faces, matches detections to the
-ground-truth landmark boxes by IoU and fits the mapping (see ``HAAR_BOX_MAPPING``).
+ground-truth landmark boxes by IoU and fits the mapping (``tools/face_detection.py
+--fit`` refits and prints the stored ones: ``BOX_MAPPINGS``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import warnings
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -73,6 +79,30 @@ HAAR_BOX_MAPPINGS = {
     "pair_51": BoxMapping(dx=0.0022, dy=0.0478, sx=0.6791, sy=0.6372),
 }
 HAAR_BOX_MAPPING = HAAR_BOX_MAPPINGS["300w_68"]
+
+# BlazeFace (``fld.runtime.blazeface``, default thresholds) -> tight landmark box, per
+# scheme: fitted by ``tools/face_detection.py --fit`` on the 1,810 training faces of
+# ../shared/data/300w/train (all but every 10th by sorted path, the validation split),
+# detections matched by IoU >= 0.3. Short range: all 1,810 matched; RMS residuals (of
+# the landmark box's longer side) 300w_68: center x 0.025, y 0.041, width 0.076, height
+# 0.073; pair_51: 0.119, 0.068, 0.097, 0.076 (the 51 inner points sit off-center on
+# profile faces: the re-crop of ``Landmarker.detect`` corrects that). Full range (92 %
+# of these close-up faces found): its own mapping. Measurements:
+# docs/experiments/2026-12-07-blazeface.md.
+BLAZEFACE_BOX_MAPPINGS = {
+    "300w_68": BoxMapping(dx=0.0023, dy=0.0581, sx=0.9396, sy=0.9203),
+    "pair_51": BoxMapping(dx=-0.0035, dy=-0.0456, sx=0.7480, sy=0.7090),
+}
+BLAZEFACE_FULL_BOX_MAPPINGS = {
+    "300w_68": BoxMapping(dx=0.0092, dy=0.0962, sx=0.8849, sy=0.8671),
+    "pair_51": BoxMapping(dx=0.0032, dy=-0.0015, sx=0.7077, sy=0.6679),
+}
+# The named detectors and their measured mappings (scheme name -> BoxMapping).
+BOX_MAPPINGS = {"blazeface": BLAZEFACE_BOX_MAPPINGS,
+                "blazeface_full": BLAZEFACE_FULL_BOX_MAPPINGS,
+                "haar": HAAR_BOX_MAPPINGS}
+DETECTORS = tuple(BOX_MAPPINGS)
+DEFAULT_DETECTOR = "blazeface"
 
 
 def box_iou(a, b) -> np.ndarray:
@@ -186,23 +216,34 @@ class FaceDetector:
     """Finds faces and returns tight landmark boxes (the crop rule's convention).
 
     Args:
-        backend: ``"haar"``, a YuNet ``.onnx`` path, or a callable returning boxes.
-        box_mapping: detector box -> landmark box; default: ``HAAR_BOX_MAPPING`` (68
-            points) for Haar, identity otherwise (fit one with ``measure_box_mapping``
-            for YuNet or your own detector).
-    ``__call__`` returns (N, 4) float32 landmark boxes, largest first.
+        backend: a ``DETECTORS`` name (``"blazeface"``, ``"blazeface_full"``,
+            ``"haar"``), a YuNet ``.onnx`` path, or a callable returning boxes.
+        box_mapping: detector box -> landmark box; default: the mapping measured for
+            the named detector and ``scheme`` (``BOX_MAPPINGS``), identity for YuNet and
+            callables (fit one with ``measure_box_mapping``).
+        scheme: the landmark scheme's name whose box the mapping targets (the crop rule
+            uses the box of the scheme's own points).
+        runtime: the TFLite interpreter of the BlazeFace models (``TFLiteModel``'s;
+            ``Landmarker`` passes its own).
+    ``__call__`` returns (N, 4) float32 landmark boxes, largest first; (0, 4) when no
+    face is found.
     """
 
-    def __init__(self, backend: BoxSource = "haar", box_mapping: Optional[BoxMapping] = None):
+    def __init__(self, backend: BoxSource = DEFAULT_DETECTOR,
+                 box_mapping: Optional[BoxMapping] = None, scheme: str = "300w_68",
+                 runtime: Optional[str] = None):
         if callable(backend):
             self.detect_raw, default = backend, IDENTITY_MAPPING
-        elif backend == "haar":
-            self.detect_raw, default = HaarDetector(), HAAR_BOX_MAPPING
+        elif backend in BOX_MAPPINGS:
+            self.detect_raw = make_raw_detector(backend, runtime)
+            default = default_box_mapping(backend, scheme)
         elif isinstance(backend, str) and backend.lower().endswith(".onnx"):
             self.detect_raw, default = YuNetDetector(backend), IDENTITY_MAPPING
         else:
-            raise ValueError(f"unknown face detector {backend!r}: use 'haar', a YuNet .onnx "
-                             f"path or a callable image -> boxes")
+            raise ValueError(f"unknown face detector {backend!r}: use one of "
+                             f"{', '.join(DETECTORS)}, a YuNet .onnx path or a callable "
+                             f"image -> boxes")
+        self.name = backend if isinstance(backend, str) else "callable"
         self.box_mapping = box_mapping if box_mapping is not None else default
 
     def __call__(self, image_rgb: np.ndarray) -> np.ndarray:
@@ -210,6 +251,32 @@ class FaceDetector:
         boxes = self.box_mapping.apply(raw)
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         return boxes[np.argsort(-area, kind="stable")]
+
+
+def make_raw_detector(name: str, runtime: Optional[str] = None
+                      ) -> Callable[[np.ndarray], np.ndarray]:
+    """A ``DETECTORS`` name -> its raw detector (image -> (N, 4) detector boxes);
+    ``runtime``: the TFLite interpreter of a BlazeFace model (None: the first found)."""
+    if name == "haar":
+        return HaarDetector()
+    if name in ("blazeface", "blazeface_full"):
+        from fld.runtime.blazeface import BlazeFaceDetector
+
+        return BlazeFaceDetector("full" if name == "blazeface_full" else "short",
+                                 runtime=runtime)
+    raise ValueError(f"unknown face detector {name!r}: use one of {', '.join(DETECTORS)}")
+
+
+def default_box_mapping(detector: str, scheme: str) -> BoxMapping:
+    """The mapping measured for a named detector and a scheme; a scheme without one
+    gets the 68-point mapping, with a warning."""
+    mappings = BOX_MAPPINGS[detector]
+    if scheme in mappings:
+        return mappings[scheme]
+    warnings.warn(f"no {detector} box mapping measured for scheme {scheme!r}: using the "
+                  f"68-point one; fit one with tools/face_detection.py --fit "
+                  f"(fld.runtime.measure_box_mapping)", stacklevel=3)
+    return mappings["300w_68"]
 
 
 def measure_box_mapping(faces: Iterable[tuple[np.ndarray, np.ndarray]],

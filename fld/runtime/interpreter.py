@@ -254,6 +254,20 @@ class TFLiteModel:
             self.interpreter.invoke()
             return self.interpreter.get_tensor(self._output["index"])
 
+    def run_outputs(self, images: np.ndarray) -> list[np.ndarray]:
+        """Float input (the model's input shape) -> every output tensor, dequantized to
+        float32, in the interpreter's output order (e.g. a detector's boxes and scores)."""
+        images = np.asarray(images, np.float32)
+        if images.shape != self.input_shape:
+            raise ValueError(f"{self.path}: input shape {images.shape}, model expects "
+                             f"{self.input_shape}")
+        with self._lock:   # every output from the same invoke
+            self.interpreter.set_tensor(self._input["index"], self.quantize_input(images))
+            self.interpreter.invoke()
+            raws = [self.interpreter.get_tensor(d["index"]) for d in self._outputs]
+        return [raw.astype(np.float32) if raw.dtype.kind == "f" else
+                _dequantize(raw, _quantization(d)) for raw, d in zip(raws, self._outputs)]
+
     def run(self, images: np.ndarray) -> np.ndarray:
         """Float (B, S, S, 3) input in the model's range (B: the model's batch, 1, or 2
         for a flip-pair model) -> float32 output.

@@ -13,6 +13,10 @@ matrix.
         ...
     for face in landmarker.track(frame_rgb):            # video: fld.runtime.tracking
         face.track_id, face.points
+
+``detect`` finds faces with BlazeFace (``fld.runtime.blazeface``), maps each detector
+box onto a landmark box, predicts, and re-crops around the predicted landmarks for a
+second prediction (``DEFAULT_PASSES``).
 """
 
 from __future__ import annotations
@@ -20,19 +24,23 @@ from __future__ import annotations
 import os
 import threading
 import time
-import warnings
 from typing import Optional
 
 import numpy as np
 
-from fld.crop import crop_image, crop_matrix, invert_affine, normalize_image, transform_points
+from fld.crop import (box_from_landmarks, crop_image, crop_matrix, invert_affine,
+                      normalize_image, transform_points)
 from fld.images import as_rgb_uint8
-from fld.runtime.detector import HAAR_BOX_MAPPINGS, BoxMapping, FaceDetector
-from fld.runtime.interpreter import TFLiteModel
+from fld.runtime.detector import DEFAULT_DETECTOR, BoxMapping, FaceDetector
+from fld.runtime.interpreter import RUNTIMES, TFLiteModel
 from fld.runtime.metadata import ModelInfo, read_model_info
 
 DEFAULT_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
                                   "default_68.tflite")
+# Predictions per detected face in ``detect``: the first from the detector's box, each
+# further one re-cropped around the last one's landmarks (measured best per millisecond:
+# docs/experiments/2026-12-07-blazeface.md).
+DEFAULT_PASSES = 2
 
 
 class Landmarker:
@@ -48,11 +56,13 @@ class Landmarker:
             (``fld/runtime/assets/default_68.tflite``).
         num_threads: interpreter CPU threads.
         runtime: force an interpreter (``ai_edge_litert`` / ``tflite_runtime`` / ``tf``).
-        detector: face detector for ``detect``: a ``FaceDetector``, ``"haar"``, a YuNet
-            ``.onnx`` path or a callable image -> boxes. Built on first use.
-        box_mapping: detector -> landmark box mapping. Default for Haar: the model
-            metadata's ``box_mapping``, else the mapping measured for the model's
-            scheme (``HAAR_BOX_MAPPINGS``); other detectors: their own default.
+        detector: face detector for ``detect``: a ``FaceDetector``, a detector name
+            (``fld.runtime.detector.DETECTORS``: ``"blazeface"``, the default,
+            ``"blazeface_full"``, ``"haar"``), a YuNet ``.onnx`` path or a callable
+            image -> boxes. Built on first use.
+        box_mapping: detector -> landmark box mapping. Default: the mapping measured for
+            the detector and the model's scheme (``detector.BOX_MAPPINGS``); for Haar
+            the model metadata's ``box_mapping`` first, if it has one.
         flip_test: also run the mirrored crop and average the two predictions (points
             swapped with the scheme's ``flip_perm``): twice the model time for a
             lower error (figures in MODEL_CARD.md). A flip-pair model
@@ -182,35 +192,50 @@ class Landmarker:
     def detector(self) -> FaceDetector:
         with self._detector_lock:
             if self._detector is None:
-                spec = self._detector_spec if self._detector_spec is not None else "haar"
+                spec = self._detector_spec if self._detector_spec is not None \
+                    else DEFAULT_DETECTOR
                 if isinstance(spec, FaceDetector):
                     self._detector = spec
                 else:
                     mapping = self._box_mapping
-                    if mapping is None and spec == "haar":
-                        mapping = self._haar_mapping()
-                    self._detector = FaceDetector(spec, box_mapping=mapping)
+                    if mapping is None and spec == "haar" and self.info.box_mapping is not None:
+                        mapping = BoxMapping(*self.info.box_mapping)   # the metadata's: Haar's
+                    runtime = getattr(self.model, "runtime", None)   # the same interpreter
+                    self._detector = FaceDetector(spec, box_mapping=mapping,
+                                                  scheme=self.scheme.name,
+                                                  runtime=runtime if runtime in RUNTIMES else None)
             return self._detector
-
-    def _haar_mapping(self) -> BoxMapping:
-        """The model metadata's box mapping, else the one measured for its scheme."""
-        if self.info.box_mapping is not None:
-            return BoxMapping(*self.info.box_mapping)
-        if self.scheme.name in HAAR_BOX_MAPPINGS:
-            return HAAR_BOX_MAPPINGS[self.scheme.name]
-        warnings.warn(f"no Haar box mapping measured for scheme {self.scheme.name!r}: using the "
-                      f"68-point one; fit one with fld.runtime.measure_box_mapping and store it "
-                      f"in the model metadata (box_mapping)", stacklevel=3)
-        return HAAR_BOX_MAPPINGS["300w_68"]
 
     def detect_faces(self, image_rgb: np.ndarray) -> np.ndarray:
         """(N, 4) landmark boxes of the faces found, largest first."""
         return self.detector(as_rgb_uint8(image_rgb))
 
-    def detect(self, image_rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """[(box, points)] for every face found, largest first."""
+    def refine(self, image_rgb: np.ndarray, box, passes: int = DEFAULT_PASSES
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Landmark re-crop: predicts from ``box``, then ``passes - 1`` more times from
+        the tight box of the previous prediction (the training crop rule's box), so a
+        detector box's error in position and size is mostly undone. Returns
+        ``(box, points)``: the box of the last crop and its (K, 2) landmarks."""
+        if int(passes) < 1:
+            raise ValueError(f"passes must be >= 1, got {passes}")
+        box = np.asarray(box, np.float32)
+        points = self.predict(image_rgb, box)
+        for _ in range(int(passes) - 1):
+            box = box_from_landmarks(points)
+            points = self.predict(image_rgb, box)
+        return box, points
+
+    def detect(self, image_rgb: np.ndarray, refine: bool = True,
+               passes: int = DEFAULT_PASSES) -> list[tuple[np.ndarray, np.ndarray]]:
+        """[(box, points)] for every face found, largest first; [] when none.
+
+        ``refine`` (default): ``passes`` predictions per face, each cropped around the
+        previous one's landmarks (``refine``); ``refine=False``: one prediction from the
+        detector's mapped box. ``box`` is the landmark box of the last crop.
+        """
         image_rgb = as_rgb_uint8(image_rgb)
-        return [(box, self.predict(image_rgb, box)) for box in self.detect_faces(image_rgb)]
+        passes = passes if refine else 1
+        return [self.refine(image_rgb, box, passes) for box in self.detect_faces(image_rgb)]
 
     # --- video ------------------------------------------------------------------------
     def track(self, frame_rgb: np.ndarray, timestamp: Optional[float] = None) -> list:

@@ -89,7 +89,7 @@ class ModelInfo:
         output: which model output the file holds (``"fused"`` heatmaps).
         decode_method / decode_radius: host-side decoding (``fld.codec.decode_numpy``).
         quantization: ``int8`` / ``float16`` / ``dynamic`` / ``none``.
-        box_mapping: optional (dx, dy, sx, sy) mapping of the default face detector's
+        box_mapping: optional (dx, dy, sx, sy) mapping of the Haar face detector's
             boxes onto landmark boxes (see ``fld.runtime.detector.BoxMapping``).
         fine_output: int8 two-range output (``fld.export.capped_fused_model``): the name
             of the second output tensor, which holds the same maps times ``ratio`` with

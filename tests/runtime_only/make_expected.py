@@ -13,8 +13,8 @@ Writes into OUT_DIR:
 - ``expected.npz``: for a few DATA_DIR faces (not calibration ones): ``image_paths``,
   ``boxes`` (tight landmark boxes), ``landmarks`` (``Landmarker.predict`` with
   ai-edge-litert) and ``raw_outputs`` (the int8 output tensors);
-- ``predict_image.txt``: one image in which the Haar detector finds a face, and
-  ``predict_expected.npy``: ``Landmarker.detect``'s first face on it (for tools/predict.py).
+- ``predict_image.txt``: an image in which the default detector (BlazeFace) finds a face,
+  and ``predict_expected.npy``: ``Landmarker.detect``'s first face on it (tools/predict.py).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main(out_dir: str, data_dir: str) -> None:
     np.savez(os.path.join(out_dir, "expected.npz"), image_paths=np.array(paths),
              boxes=np.stack(boxes), landmarks=np.stack(landmarks), raw_outputs=np.stack(raw))
 
-    for record in held_out:  # an image where the Haar detector finds a face
+    for record in held_out:  # an image where the default detector finds a face
         faces = landmarker.detect(calibration.read_rgb(record.image_path))
         if faces:
             with open(os.path.join(out_dir, "predict_image.txt"), "w") as f:
@@ -85,7 +85,7 @@ def main(out_dir: str, data_dir: str) -> None:
             np.save(os.path.join(out_dir, "predict_expected.npy"), faces[0][1])
             break
     else:
-        sys.exit("make_expected.py: the Haar detector found no face in the held-out images")
+        sys.exit("make_expected.py: the default detector found no face in the held-out images")
     print(f"make_expected.py: wrote {out_dir} in {time.time() - start:.0f} s")
 
 
