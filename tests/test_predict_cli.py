@@ -132,9 +132,9 @@ def test_benchmark_prints_latency(tiny):
     assert float(result.stdout.strip().splitlines()[-1].split()[1]) > 0
 
 
-def test_benchmark_pipeline_prints_its_lines(tiny):
-    result = run_tool("benchmark.py", "--model", tiny["int8"], "--runs", "3", "--pipeline",
-                      "--detector", "haar")
+def test_benchmark_pipeline_prints_its_lines():
+    # the bundled model: tracking needs points that follow the face (a tiny model's don't)
+    result = run_tool("benchmark.py", "--runs", "3", "--pipeline", "--detector", "haar")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines()
                  if ": " in line)

@@ -248,7 +248,8 @@ class FaceTracker:
                 self._next_id += 1
 
 
-def time_tracking_frame(landmarker, frames, runs: int = 3, box=None) -> dict:
+def time_tracking_frame(landmarker, frames, runs: int = 3, box=None,
+                        max_spread: Optional[float] = None) -> dict:
     """Milliseconds per tracking frame (no detection on it) against the landmark step
     (``Landmarker.predict`` on the same frame and box) in the same run, interleaved
     (the two alternate which runs first on a frame).
@@ -259,12 +260,14 @@ def time_tracking_frame(landmarker, frames, runs: int = 3, box=None) -> dict:
             frame to frame (e.g. ``fld.synthetic_video.make_clip(...).frames``).
         runs: passes over the frames.
         box: the landmark box of the face in ``frames[0]``; None = the detector's first.
+        max_spread: the tracker's lost-face cut (None: ``MAX_FACE_SPREAD``; ``inf`` times
+            the tracking path even for a model whose maps never pass the cut).
     Returns:
         {"tracking_frame_ms": median, "landmarks_ms": median, "ratio": their ratio,
          "frames": timed frames, "tracking_ms": [...], "landmark_ms": [...]}; frames where
         the tracker ran the detector (a lost face) are left out of both.
     """
-    tracker = FaceTracker(landmarker, detect_every=0, smooth=True)
+    tracker = FaceTracker(landmarker, detect_every=0, max_spread=max_spread, smooth=True)
     tracking, landmark = [], []
     for _ in range(int(runs)):
         tracker.reset()
