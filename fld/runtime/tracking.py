@@ -132,7 +132,9 @@ class FaceTracker:
     def __init__(self, landmarker, detect_every: int = 10, max_spread: Optional[float] = None,
                  smooth: bool = True, min_cutoff: float = 1.0, beta: float = 20.0,
                  d_cutoff: float = 1.0, max_faces: Optional[int] = None,
-                 match_iou: float = MATCH_IOU):
+                 match_iou: float = MATCH_IOU, passes: Optional[int] = None):
+        from fld.runtime.landmarker import DEFAULT_PASSES
+
         if int(detect_every) != detect_every or detect_every < 0:
             raise ValueError(f"FaceTracker: detect_every must be an integer >= 0, got "
                              f"{detect_every!r}")
@@ -145,6 +147,9 @@ class FaceTracker:
         self._filter_args = (min_cutoff, beta, d_cutoff)
         PointSmoother(*self._filter_args)      # checks the parameters now
         self.max_faces, self.match_iou = max_faces, float(match_iou)
+        self.passes = DEFAULT_PASSES if passes is None else int(passes)
+        if self.passes < 1:
+            raise ValueError(f"FaceTracker: passes must be >= 1, got {passes!r}")
         self.reset()
 
     def reset(self) -> None:
@@ -242,6 +247,12 @@ class FaceTracker:
             if self._tracks and box_iou(box, [k.face.box for k in self._tracks]).max() \
                     >= self.match_iou:
                 continue                          # already tracked
+            if self.passes > 1:   # a new face: re-crop as Landmarker.detect does
+                try:
+                    _, points = self.landmarker.refine(frame, box, self.passes - 1)
+                except ValueError:
+                    continue                      # the predictions collapsed: no face
+                box = box_from_landmarks(points)
             track = self._new_track()
             if self._follow(track, frame, box, t, detected=True):
                 self._tracks.append(track)
