@@ -23,7 +23,8 @@ from typing import Optional
 
 import numpy as np
 
-from fld.crop import crop_image, crop_matrix, invert_affine, normalize_image, transform_points
+from fld.crop import (box_from_landmarks, crop_image, crop_matrix, invert_affine,
+                      normalize_image, transform_points)
 from fld.images import as_rgb_uint8
 from fld.runtime.detector import HAAR_BOX_MAPPINGS, BoxMapping, FaceDetector
 from fld.runtime.interpreter import TFLiteModel
@@ -103,11 +104,21 @@ class Landmarker:
         self._box_mapping = box_mapping
 
     # --- one face --------------------------------------------------------------------
+    def crop_box(self, box) -> np.ndarray:
+        """The box the crop rule frames for ``box``, the tight box of the model's own
+        points: the metadata's ``crop_box`` mapping applied (a subset-points file, e.g.
+        51 of a 68-point network: ``fld.runtime.crop_box``), else ``box`` itself."""
+        if self.info.crop_box is None:
+            return np.asarray(box, np.float32)
+        return self.info.crop_box.apply(box)
+
     def crop(self, image_rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
-        """The model input (1, S, S, 3) float32 in [-1, 1] and the crop matrix."""
+        """The model input (1, S, S, 3) float32 in [-1, 1] and the crop matrix, for the
+        tight box of the model's own points (mapped with ``crop_box``)."""
         size = self.info.image_size
         image_rgb = as_rgb_uint8(image_rgb)
-        matrix = crop_matrix(box, size, self.info.crop_scale)   # checks the box itself
+        crop_matrix(box, size, self.info.crop_scale)            # checks the box itself
+        matrix = crop_matrix(self.crop_box(box), size, self.info.crop_scale)
         check_box_in_image(box, image_rgb.shape)
         crop = crop_image(image_rgb, matrix, size)
         return normalize_image(crop)[None], matrix
@@ -159,14 +170,29 @@ class Landmarker:
         return self.info.codec.decode_to_image(heatmaps, method or self.info.decode_method,
                                                self.info.decode_radius)
 
-    def predict(self, image_rgb: np.ndarray, box) -> np.ndarray:
+    @property
+    def passes(self) -> int:
+        """``predict``'s default number of passes: the metadata's ``crop_box.passes``,
+        else 1."""
+        return 1 if self.info.crop_box is None else self.info.crop_box.passes
+
+    def predict(self, image_rgb: np.ndarray, box, passes: Optional[int] = None) -> np.ndarray:
         """(K, 2) float32 landmarks, 0-based image pixels, for the face in ``box``.
 
-        ``box`` = (x0, y0, x1, y1) is the tight landmark box (300-W ground-truth box
-        convention; map detector boxes with ``FaceDetector``).
+        ``box`` = (x0, y0, x1, y1) is the tight box of the model's own points (300-W
+        ground-truth box convention; map detector boxes with ``FaceDetector``).
+        ``passes``: each pass after the first crops again around the previous pass's
+        points (their tight box); default ``self.passes`` (the file's ``crop_box``).
+        A caller running its own re-crop loop passes 1 so the two do not stack.
         """
-        inputs, matrix = self.crop(image_rgb, box)
-        return self.heatmaps_to_image(self.crop_heatmaps(inputs), matrix)
+        passes = self.passes if passes is None else int(passes)
+        if passes < 1:
+            raise ValueError(f"predict: passes must be >= 1, got {passes}")
+        for _ in range(passes):
+            inputs, matrix = self.crop(image_rgb, box)
+            points = self.heatmaps_to_image(self.crop_heatmaps(inputs), matrix)
+            box = box_from_landmarks(points)
+        return points
 
     # --- with the detector ------------------------------------------------------------
     @property
