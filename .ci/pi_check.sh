@@ -165,21 +165,28 @@ lap "wheels"
 # --- 3. under emulation: runtime tests, tools/predict.py -----------------------------------
 rm -rf "$OUT"
 mkdir -p "$OUT/faces"
-# the first NUM_FACES faces of DATA (sorted), and their tight ground-truth landmark boxes
-"$X86_LITERT" - "$DATA" "$OUT/faces" "$NUM_FACES" <<'PY'
+# the first NUM_FACES faces of DATA (sorted), and per model the tight ground-truth box of
+# its own points (boxes_MODEL.csv: the 51 inner points for default_51, as its users call it)
+"$X86_LITERT" - "$DATA" "$OUT/faces" "$NUM_FACES" "${MODELS[*]}" <<'PY'
 import os, shutil, sys
 from fld.crop import box_from_landmarks
 from fld.data.readers import read_pts
+from fld.runtime.metadata import read_model_info
+from fld.schemes import adapt_landmarks
 data, faces, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 names = sorted(f for f in os.listdir(data) if f.endswith(".jpg")
                and os.path.exists(os.path.join(data, f[:-4] + ".pts")))[:n]
 assert len(names) == n, f"{data}: only {len(names)} annotated faces"
-with open(os.path.join(faces, "..", "boxes.csv"), "w") as f:
-    for name in names:
-        shutil.copy(os.path.join(data, name), faces)
-        shutil.copy(os.path.join(data, name[:-4] + ".pts"), faces)   # ground truth
-        box = box_from_landmarks(read_pts(os.path.join(data, name[:-4] + ".pts")))
-        f.write(name + "," + ",".join(f"{v:.2f}" for v in box) + "\n")
+for name in names:
+    shutil.copy(os.path.join(data, name), faces)
+    shutil.copy(os.path.join(data, name[:-4] + ".pts"), faces)   # ground truth
+for model in sys.argv[4].split():
+    with open(os.path.join("fld", "runtime", "assets", model + ".tflite"), "rb") as f:
+        scheme = read_model_info(f.read(), model).scheme
+    with open(os.path.join(faces, "..", f"boxes_{model}.csv"), "w") as f:
+        for name in names:
+            points = adapt_landmarks(read_pts(os.path.join(data, name[:-4] + ".pts")), scheme)
+            f.write(name + "," + ",".join(f"{v:.2f}" for v in box_from_landmarks(points)) + "\n")
 PY
 detect_image="$OUT/faces/$(ls "$OUT/faces" | head -n 1)"   # for the Haar detector's run
 predict() {  # predict NAME PYTHON...: tools/predict.py for every runtime and model
@@ -189,7 +196,7 @@ predict() {  # predict NAME PYTHON...: tools/predict.py for every runtime and mo
             dir="$OUT/$name/$runtime/$model" log="$OUT/$name/$runtime/$model.log"
             mkdir -p "$dir"
             "$@" "$runtime" tools/predict.py --model "fld/runtime/assets/$model.tflite" \
-                --runtime "$runtime" --input "$OUT/faces" --boxes "$OUT/boxes.csv" \
+                --runtime "$runtime" --input "$OUT/faces" --boxes "$OUT/boxes_$model.csv" \
                 --output_dir "$dir/boxes" --save_pts > "$log" 2>&1 \
                 || die "$name $runtime $model: tools/predict.py --boxes failed: $(tail -n 1 "$log")"
             grep -qx "images: $NUM_FACES, faces: $NUM_FACES, skipped: 0" "$log" \

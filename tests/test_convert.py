@@ -364,6 +364,18 @@ def test_points_subset_and_holdout(student_68, tmp_path):
     landmarker = Landmarker(out)
     assert landmarker.scheme.name == "pair_51"
     assert landmarker.model.output_shape[-1] == 51
+    # the crop box (51-point box -> the 68-point box of training), fitted on the 54 faces
+    assert "crop box (pair_51 box -> training crop box) fitted on 54 faces" in done.stdout
+    dx, dy, sx, sy = landmarker.info.crop_box.mapping.as_tuple()
+    assert 0.1 < dy < 0.2 and 1.15 < sx < 1.35 and landmarker.info.crop_box.passes == 1
+
+
+def test_points_need_annotated_faces_for_the_crop_box(student_68, tmp_path):
+    done = run_convert("--checkpoint", student_68, "--quantize", "none", "--points", "pair_51",
+                       "--output", str(tmp_path / "x.tflite"))
+    assert done.returncode == 1
+    assert "--points pair_51 needs --calibration_dir" in done.stderr
+    assert not (tmp_path / "x.tflite").exists()
 
 
 def test_points_that_are_not_a_subset_are_an_error(student_68, tmp_path):

@@ -13,12 +13,16 @@ Steps:
 1. load the Keras ``LandmarkDetector`` (``.keras``; or ``.weights.h5`` with ``--model``,
    ``--image_size`` and ``--scheme``; or an fld ``.tflite`` with ``--model``, its int8
    weights read back, ``fld.export.tflite_weights``); ``--points`` keeps a subset scheme's
-   channels; ``--flip_pair`` makes the file take the crop and its mirror in one invoke;
+   channels and fits the file's ``crop_box`` (``fld.runtime.crop_box``: the tight box of
+   the subset's points -> the box of all the network's points, which framed its training
+   crops) on the calibration folder's training faces (all of them less ``--holdout_every``'s
+   split); ``--flip_pair`` makes the file take the crop and its mirror in one invoke;
 2. pick faces of ``--calibration_dir`` (any folder / file ``read_annotations`` reads),
    deterministically spread over it: ``--num_calibration`` to calibrate int8 (less the
    outliers that would stretch int8 ranges, ``--outlier_factor``) and ``--num_check``
    other faces held out to check the result;
-3. crop them with the crop rule (``fld.crop``) and normalize them as training does
+3. crop them with the crop rule (``fld.crop``; with ``--points``, around the box of all the
+   network's points, as training cropped) and normalize them as training does
    (``fld.export.calibration``), convert (``--quantize``: int8 = full integer, output clipped
    at ``--output_cap_percentile`` of the calibration faces' heatmap peaks,
    TFLITE_BUILTINS_INT8 only, ``--input_type`` int8 / uint8 input and output), audit
@@ -71,6 +75,9 @@ flags.DEFINE_string("scheme", None, "Landmark scheme (.weights.h5: required; .ke
                     "checked against the model's).")
 flags.DEFINE_string("points", None, "Export only a subset scheme of the model's points, "
                     "e.g. pair_51 from a 300w_68 model (the same network, 51 output channels).")
+flags.DEFINE_integer("crop_box_passes", 1, "--points: the passes stored in the file's "
+                     "crop_box (2 = crop again around the first prediction; "
+                     "fld.runtime.crop_box).", lower_bound=1, upper_bound=3)
 flags.DEFINE_float("crop_scale", DEFAULT_CROP_SCALE, "The crop rule's margin the model was "
                    "trained with (stored in the metadata).")
 flags.DEFINE_enum("decode_method", "auto", ["auto"] + list(DECODE_METHODS),
@@ -103,7 +110,8 @@ class ConvertError(Exception):
 
 
 def load_model():
-    """The Keras ``LandmarkDetector`` named by the flags."""
+    """The Keras ``LandmarkDetector`` named by the flags, and the scheme of all its
+    network's points (``--points``: the model keeps a subset of them)."""
     from fld.keras_engine import load_keras_model
 
     path = FLAGS.checkpoint
@@ -120,6 +128,7 @@ def load_model():
             raise ConvertError(f"{path}: the model predicts scheme {model.scheme.name!r} "
                                f"({model.scheme.num_points} points), not --scheme "
                                f"{FLAGS.scheme!r}")
+    full_scheme = model.scheme
     if FLAGS.points:
         from fld.models import select_points
 
@@ -127,7 +136,30 @@ def load_model():
             model = select_points(model, FLAGS.points)
         except ValueError as e:
             raise ConvertError(f"{path}: --points {FLAGS.points}: {e}") from None
-    return model
+    return model, full_scheme
+
+
+def subset_crop_box(records, indices):
+    """--points: the ``CropBox`` fitted on ``records`` (all the network's points), with a
+    line saying how well it fits."""
+    from fld.runtime.crop_box import fit_crop_box
+
+    crop_box, residuals = fit_crop_box([r.landmarks for r in records], indices,
+                                       FLAGS.crop_box_passes)
+    dx, dy, sx, sy = crop_box.mapping.as_tuple()
+    note = (f"crop box ({FLAGS.points} box -> training crop box) fitted on "
+            f"{residuals['faces']} faces: dx {dx:.4f} dy {dy:.4f} sx {sx:.4f} sy {sy:.4f}, "
+            f"{crop_box.passes} pass(es); RMS residuals (box side) center x "
+            f"{residuals['center_x']:.3f} y {residuals['center_y']:.3f}, width "
+            f"{residuals['width']:.3f} height {residuals['height']:.3f}")
+    return crop_box, note
+
+
+def subset_records(records, indices):
+    """The records with only the subset's points (the converted file's scheme)."""
+    import dataclasses
+
+    return [dataclasses.replace(r, landmarks=r.landmarks[indices]) for r in records]
 
 
 def run() -> str:
@@ -141,13 +173,18 @@ def run() -> str:
         check_writable_dir(os.path.dirname(os.path.abspath(FLAGS.output)), "--output folder")
     except OSError as e:
         raise ConvertError(str(e)) from None
-    model = load_model()
+    model, full_scheme = load_model()
     image_size = int(model.inputs[0].shape[1])
-    calibration_faces, held_out = [], []
+    calibration_faces, held_out, crop_box = [], [], None
     if quantize == "int8" and not FLAGS.calibration_dir:
         raise ConvertError("--quantize int8 needs --calibration_dir (annotated real faces)")
+    if FLAGS.points and not FLAGS.calibration_dir:
+        raise ConvertError(f"--points {FLAGS.points} needs --calibration_dir (faces annotated "
+                           f"with all {full_scheme.num_points} points) to fit the file's "
+                           f"crop box")
     if FLAGS.calibration_dir:
-        records = calibration.read_calibration_records(FLAGS.calibration_dir, model.scheme)
+        # --points: the faces with all the network's points, cropped as training cropped
+        records = calibration.read_calibration_records(FLAGS.calibration_dir, full_scheme)
         if FLAGS.holdout_every:
             from fld.data.records import split_records
 
@@ -158,6 +195,11 @@ def run() -> str:
                     if FLAGS.holdout_every else "")
         print(f"{FLAGS.calibration_dir}: {len(records)} faces{left_out}; calibration "
               f"{len(calibration_faces) if quantize == 'int8' else 0}, check {len(held_out)}")
+        if FLAGS.points:
+            indices = model.point_indices
+            crop_box, note = subset_crop_box(records, indices)
+            print(note)
+            held_out = subset_records(held_out, indices)   # checked as users call it
     crops = None
     if quantize == "int8":
         crops, used = calibration.face_crops(calibration_faces, image_size, FLAGS.crop_scale,
@@ -175,7 +217,7 @@ def run() -> str:
             decode_method=FLAGS.decode_method, decode_radius=FLAGS.decode_radius,
             output_cap_percentile=FLAGS.output_cap_percentile or None,
             fine_ratio=FLAGS.fine_ratio or None, flip_pair=FLAGS.flip_pair,
-            held_out=held_out, progress=FLAGS.progress)
+            crop_box=crop_box, held_out=held_out, progress=FLAGS.progress)
     except export.AuditError as e:
         raise ConvertError(f"{FLAGS.output} not written: {e}") from None
     print(f"audit: {result.report}")

@@ -6,7 +6,9 @@
 Keras checkpoints (.keras, or .weights.h5 with --preset/--image_size) and .tflite files
 run through the same runtime code (crop rule, decode), so float vs int8 differences are
 the models' own. ``--boxes gt`` crops from the ground-truth landmark box (the 300-W
-protocol); ``--boxes detector`` runs the face detector (``--detector``, BlazeFace by
+protocol: the tight box of the scheme's points; ``--scheme pair_51`` gives a 51-point
+file the box of the 51 inner points, which the file maps onto its training crop with its
+``crop_box``); ``--boxes detector`` runs the face detector (``--detector``, BlazeFace by
 default) with ``Landmarker.detect``'s landmark re-crop (``--passes``) and also reports
 the detection rate.
 Prints one table per model (per sub-folder and overall, NME in percent); the last line is

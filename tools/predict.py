@@ -12,7 +12,9 @@ YuNet ``.onnx`` path), each face predicted ``--passes`` times (default 2: the se
 around the first prediction's landmarks, ``Landmarker.detect``), or, with ``--boxes``, from a CSV
 ``image,x0,y0,x1,y1`` (one face per row, a header row allowed, the image named relative
 to the input folder (or its file name for a single image), 0-based pixel coordinates of
-the tight landmark box). An image in which the detector finds no face is reported on
+the tight box of the model's own points: the 51 inner points for a 51-point file, which
+maps it onto its training crop with its metadata's ``crop_box``, ``fld.runtime.crop_box``).
+An image in which the detector finds no face is reported on
 stderr (``no face found in PATH``; it adds no faces to the summary).
 
 Videos and webcams: with ``--track`` (the default) each face is tracked
@@ -64,7 +66,8 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 flags.DEFINE_string("model", None, "The .tflite model (default: the bundled model).")
 flags.DEFINE_string("input", None, "An image, a folder of images, a video or a webcam index.")
-flags.DEFINE_string("boxes", None, "CSV image,x0,y0,x1,y1 of landmark boxes (no detection).")
+flags.DEFINE_string("boxes", None, "CSV image,x0,y0,x1,y1 of landmark boxes, the tight box "
+                    "of the model's own points (no detection).")
 flags.DEFINE_string("output_dir", None, "Where .pts files and overlays go.")
 flags.DEFINE_bool("save_pts", False, "Write iBUG .pts files.")
 flags.DEFINE_bool("save_overlay", False, "Write images (videos) with the landmarks drawn.")

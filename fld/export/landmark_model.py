@@ -54,6 +54,7 @@ def export_landmarker(
     output_cap_percentile: Optional[float] = DEFAULT_CAP_PERCENTILE,
     fine_ratio: Optional[float] = DEFAULT_FINE_RATIO,
     flip_pair: bool = False,
+    crop_box=None,
     held_out: Sequence = (),
     progress: bool = False,
 ) -> ExportResult:
@@ -79,6 +80,10 @@ def export_landmarker(
             ratio (``capped_fused_model``); None = one output.
         flip_pair: a batch-2 model for the crop and its mirror image (``convert``);
             the metadata says so (``ModelInfo.flip_pair``) and ``Landmarker`` feeds it.
+        crop_box: a subset-points model's ``fld.runtime.crop_box.CropBox`` (stored in
+            the metadata; ``calibration_images`` are then crops of the box of all the
+            network's points, as training cropped, and ``held_out`` records hold the
+            subset's points, cropped through the crop box as users' boxes are).
         held_out: annotated records (never calibrated on) to check the converted model
             against ``model`` (``fld.export.check``); progress: show a bar while checking.
     Returns:
@@ -99,7 +104,7 @@ def export_landmarker(
     if fine_ratio is not None:
         info = dataclasses.replace(info, fine_output=(fine_output_name(tflite),
                                                       float(fine_ratio)))
-    info = dataclasses.replace(info, flip_pair=bool(flip_pair))
+    info = dataclasses.replace(info, flip_pair=bool(flip_pair), crop_box=crop_box)
     checked = compare_with_keras(tflite, info, model, held_out, progress) if held_out else {}
     if auto and best_decode(checked):
         checked["decode"] = best_decode(checked)

@@ -116,11 +116,21 @@ class Landmarker:
         self.tracker = None   # the FaceTracker of ``track``, built on its first call
 
     # --- one face --------------------------------------------------------------------
+    def crop_box(self, box) -> np.ndarray:
+        """The box the crop rule frames for ``box``, the tight box of the model's own
+        points: the metadata's ``crop_box`` mapping applied (a subset-points file, e.g.
+        51 of a 68-point network: ``fld.runtime.crop_box``), else ``box`` itself."""
+        if self.info.crop_box is None:
+            return np.asarray(box, np.float32)
+        return self.info.crop_box.apply(box)
+
     def crop(self, image_rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
-        """The model input (1, S, S, 3) float32 in [-1, 1] and the crop matrix."""
+        """The model input (1, S, S, 3) float32 in [-1, 1] and the crop matrix, for the
+        tight box of the model's own points (mapped with ``crop_box``)."""
         size = self.info.image_size
         image_rgb = as_rgb_uint8(image_rgb)
-        matrix = crop_matrix(box, size, self.info.crop_scale)   # checks the box itself
+        crop_matrix(box, size, self.info.crop_scale)            # checks the box itself
+        matrix = crop_matrix(self.crop_box(box), size, self.info.crop_scale)
         check_box_in_image(box, image_rgb.shape)
         crop = crop_image(image_rgb, matrix, size)
         return normalize_image(crop)[None], matrix
@@ -172,17 +182,32 @@ class Landmarker:
         return self.info.codec.decode_to_image(heatmaps, method or self.info.decode_method,
                                                self.info.decode_radius)
 
-    def predict(self, image_rgb: np.ndarray, box) -> np.ndarray:
+    @property
+    def passes(self) -> int:
+        """``predict``'s default number of passes: the metadata's ``crop_box.passes``,
+        else 1."""
+        return 1 if self.info.crop_box is None else self.info.crop_box.passes
+
+    def predict(self, image_rgb: np.ndarray, box, passes: Optional[int] = None) -> np.ndarray:
         """(K, 2) float32 landmarks, 0-based image pixels, for the face in ``box``.
 
-        ``box`` = (x0, y0, x1, y1) is the tight landmark box (300-W ground-truth box
-        convention; map detector boxes with ``FaceDetector``).
+        ``box`` = (x0, y0, x1, y1) is the tight box of the model's own points (300-W
+        ground-truth box convention; map detector boxes with ``FaceDetector``).
+        ``passes``: each pass after the first crops again around the previous pass's
+        points (their tight box); default ``self.passes`` (the file's ``crop_box``).
+        A caller running its own re-crop loop passes 1 so the two do not stack.
         """
-        return self.predict_with_heatmaps(image_rgb, box)[0]
+        passes = self.passes if passes is None else int(passes)
+        if passes < 1:
+            raise ValueError(f"predict: passes must be >= 1, got {passes}")
+        for _ in range(passes):
+            points, _ = self.predict_with_heatmaps(image_rgb, box)
+            box = box_from_landmarks(points)
+        return points
 
     def predict_with_heatmaps(self, image_rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
-        """``predict``'s points and the crop's float heatmaps (``crop_heatmaps``), e.g. for
-        ``fld.runtime.tracking.face_confidence``."""
+        """One pass of ``predict``: the points and the crop's float heatmaps
+        (``crop_heatmaps``), e.g. for ``fld.runtime.tracking.heatmap_spread``."""
         inputs, matrix = self.crop(image_rgb, box)
         heatmaps = self.crop_heatmaps(inputs)
         return self.heatmaps_to_image(heatmaps, matrix), heatmaps
@@ -219,10 +244,10 @@ class Landmarker:
         if int(passes) < 1:
             raise ValueError(f"passes must be >= 1, got {passes}")
         box = np.asarray(box, np.float32)
-        points = self.predict(image_rgb, box)
+        points = self.predict(image_rgb, box, passes=1)
         for _ in range(int(passes) - 1):
             box = box_from_landmarks(points)
-            points = self.predict(image_rgb, box)
+            points = self.predict(image_rgb, box, passes=1)
         return box, points
 
     def detect(self, image_rgb: np.ndarray, refine: bool = True,

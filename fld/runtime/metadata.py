@@ -2,7 +2,7 @@
 
 A converted landmark model carries everything the runtime needs to use it correctly
 (input size, heatmap stride, landmark scheme, crop rule, normalization, decoding, the
-detector-box mapping) as UTF-8 JSON in a TFLite flatbuffer ``metadata`` entry named
+detector-box mapping, a subset model's crop box) as UTF-8 JSON in a TFLite flatbuffer ``metadata`` entry named
 ``fld``. ``fld.export.metadata.embed_metadata`` writes it (TensorFlow side);
 ``read_metadata`` below reads it with a small hand-written flatbuffer reader, so the
 runtime needs neither TensorFlow nor the ``flatbuffers`` package.
@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 from fld.codec import (DECODE_METHODS, DEFAULT_DECODE, DEFAULT_DECODE_RADIUS, DEFAULT_STRIDE,
                        HeatmapCodec)
 from fld.crop import DEFAULT_CROP_SCALE
+from fld.runtime.crop_box import MAX_PASSES, CropBox
 from fld.runtime.tflite_file import MetadataError, read_metadata_entries
 from fld.schemes import Scheme
 
@@ -53,6 +54,11 @@ LIMITS = {
     "box_mapping.dy": (-1.0, 1.0),
     "box_mapping.sx": (0.1, 10.0),
     "box_mapping.sy": (0.1, 10.0),
+    "crop_box.dx": (-1.0, 1.0),     # box-side fractions, as box_mapping's
+    "crop_box.dy": (-1.0, 1.0),
+    "crop_box.sx": (0.1, 10.0),
+    "crop_box.sy": (0.1, 10.0),
+    "crop_box.passes": (1, MAX_PASSES),
     "fine_output.ratio": (1.0, 1e4),   # exclusive at 1
 }
 MAX_METADATA_BYTES = 1 << 20
@@ -98,6 +104,10 @@ class ModelInfo:
         flip_pair: the model takes a batch of two, the crop and its mirror image, and
             returns both crops' maps (``fld.export.convert``'s ``flip_pair``): flip test
             in one invoke; the runtime mirrors the second prediction back and averages.
+        crop_box: optional ``fld.runtime.crop_box.CropBox``: a subset-points model's
+            map from the tight box of its own points onto the box its training crops
+            framed, and the runtime's passes (``Landmarker.crop`` / ``predict``). None =
+            the box is cropped as given (every file written before it).
         extra: any other keys found in the JSON (kept on a round trip).
     """
 
@@ -113,6 +123,7 @@ class ModelInfo:
     box_mapping: Optional[tuple[float, float, float, float]] = None
     fine_output: Optional[tuple[str, float]] = None
     flip_pair: bool = False
+    crop_box: Optional[CropBox] = None
     extra: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -144,6 +155,10 @@ class ModelInfo:
                 raise MetadataError(f"metadata field 'fine_output' needs (tensor name, "
                                     f"ratio), got {self.fine_output}")
             _checked(self.fine_output[1], "fine_output.ratio", integer=False)
+        if self.crop_box is not None:
+            for name, value in zip(("dx", "dy", "sx", "sy"), self.crop_box.mapping.as_tuple()):
+                _checked(value, f"crop_box.{name}", integer=False)
+            _checked(self.crop_box.passes, "crop_box.passes", integer=True)
 
     @property
     def heatmap_size(self) -> int:
@@ -179,6 +194,8 @@ class ModelInfo:
                                   "ratio": float(self.fine_output[1])}
         if self.flip_pair:
             out["flip_pair"] = True
+        if self.crop_box is not None:
+            out["crop_box"] = self.crop_box.to_dict()
         return out
 
     @classmethod
@@ -192,11 +209,12 @@ class ModelInfo:
         known = {"format", "image_size", "stride", "scheme", "crop_scale", "normalization",
                  LEGACY_NORMALIZATION_KEY,
                  "output", "decode", "quantization", "box_mapping", "fine_output",
-                 "flip_pair"}
+                 "flip_pair", "crop_box"}
         try:
             decode = meta.get("decode") or {}
             mapping = meta.get("box_mapping")
             fine = meta.get("fine_output")
+            crop_box = meta.get("crop_box")
             return cls(
                 image_size=meta["image_size"],
                 scheme=Scheme.from_dict(meta["scheme"]),
@@ -211,6 +229,7 @@ class ModelInfo:
                 box_mapping=None if mapping is None else tuple(mapping),
                 fine_output=(None if fine is None else (fine["tensor"], fine["ratio"])),
                 flip_pair=_flag(meta.get("flip_pair", False), "flip_pair"),
+                crop_box=None if crop_box is None else CropBox.from_dict(crop_box),
                 extra={k: v for k, v in meta.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
