@@ -254,3 +254,28 @@ def test_mirrored_strategy_run(data_300w, tmp_path):
     assert np.isfinite(result.best_score)
     assert float(np.array(result.trainer_model.ema_updates)) == 2
     assert (tmp_path / "m" / "best.keras").is_file()
+
+
+def test_replicated_strategies_restart_without_the_onednn_rewrite(monkeypatch, capsys):
+    """--strategy mirrored / multi_worker re-runs the command with TF_ENABLE_ONEDNN_OPTS=0
+    while the rewrite is on (it breaks replicas on a second device); nothing else does."""
+    calls = []
+    execve = lambda path, args, env: calls.append((path, args, env))  # noqa: E731
+    monkeypatch.setattr(trainer, "onednn_enabled", lambda: True)
+    monkeypatch.setattr(sys, "argv", ["tools/distill.py", "--strategy=multi_worker"])
+    monkeypatch.delenv(trainer.ONEDNN_ENV, raising=False)
+    trainer.restart_without_onednn("default", execve)
+    assert calls == []
+    for name in ("mirrored", "multi_worker"):
+        trainer.restart_without_onednn(name, execve)
+        path, args, env = calls.pop()
+        assert path == sys.executable and args[1:] == sys.argv
+        assert env[trainer.ONEDNN_ENV] == "0"
+        assert f"--strategy {name}: restarting with TF_ENABLE_ONEDNN_OPTS=0" in \
+            capsys.readouterr().out
+    monkeypatch.setenv(trainer.ONEDNN_ENV, "0")    # the restarted process: no loop
+    trainer.restart_without_onednn("multi_worker", execve)
+    monkeypatch.delenv(trainer.ONEDNN_ENV)
+    monkeypatch.setattr(trainer, "onednn_enabled", lambda: False)   # e.g. an AVX2-only CPU
+    trainer.restart_without_onednn("multi_worker", execve)
+    assert calls == []

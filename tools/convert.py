@@ -75,9 +75,10 @@ flags.DEFINE_string("scheme", None, "Landmark scheme (.weights.h5: required; .ke
                     "checked against the model's).")
 flags.DEFINE_string("points", None, "Export only a subset scheme of the model's points, "
                     "e.g. pair_51 from a 300w_68 model (the same network, 51 output channels).")
-flags.DEFINE_integer("crop_box_passes", 1, "--points: the passes stored in the file's "
-                     "crop_box (2 = crop again around the first prediction; "
-                     "fld.runtime.crop_box).", lower_bound=1, upper_bound=3)
+flags.DEFINE_integer("crop_box_passes", 2, "--points: the passes stored in the file's "
+                     "crop_box (2 = crop again from the first prediction, through a map "
+                     "from its points to the full box fitted here; fld.runtime.crop_box).",
+                     lower_bound=1, upper_bound=3)
 flags.DEFINE_float("crop_scale", DEFAULT_CROP_SCALE, "The crop rule's margin the model was "
                    "trained with (stored in the metadata).")
 flags.DEFINE_enum("decode_method", "auto", ["auto"] + list(DECODE_METHODS),
@@ -152,6 +153,10 @@ def subset_crop_box(records, indices):
             f"{crop_box.passes} pass(es); RMS residuals (box side) center x "
             f"{residuals['center_x']:.3f} y {residuals['center_y']:.3f}, width "
             f"{residuals['width']:.3f} height {residuals['height']:.3f}")
+    if "points_map" in residuals:
+        r = residuals["points_map"]
+        note += (f"; re-crop points map residuals center x {r['center_x']:.3f} y "
+                 f"{r['center_y']:.3f}, width {r['width']:.3f} height {r['height']:.3f}")
     return crop_box, note
 
 

@@ -54,6 +54,17 @@ class BoxMapping:
         out = np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=-1)
         return out.reshape(b.shape).astype(np.float32)
 
+    def invert(self, boxes) -> np.ndarray:
+        """The boxes whose ``apply`` gives ``boxes``: (N, 4) or (4,), the same shape."""
+        b = np.asarray(boxes, np.float64)
+        flat = b.reshape(-1, 4)
+        w = (flat[:, 2] - flat[:, 0]) / self.sx
+        h = (flat[:, 3] - flat[:, 1]) / self.sy
+        cx = (flat[:, 0] + flat[:, 2]) / 2 - self.dx * w
+        cy = (flat[:, 1] + flat[:, 3]) / 2 - self.dy * h
+        out = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=-1)
+        return out.reshape(b.shape).astype(np.float32)
+
     def as_tuple(self) -> tuple[float, float, float, float]:
         return (self.dx, self.dy, self.sx, self.sy)
 

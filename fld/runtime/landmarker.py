@@ -124,6 +124,14 @@ class Landmarker:
             return np.asarray(box, np.float32)
         return self.info.crop_box.apply(box)
 
+    def recrop_box(self, points) -> np.ndarray:
+        """The box (of the model's own points, as ``predict`` takes) for a re-crop from the
+        (K, 2) predicted ``points``: their tight box, or a subset-points file's
+        ``crop_box.recrop_box`` (the full box its ``points_map`` reads from them)."""
+        if self.info.crop_box is None:
+            return box_from_landmarks(points)
+        return self.info.crop_box.recrop_box(points)
+
     def crop(self, image_rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
         """The model input (1, S, S, 3) float32 in [-1, 1] and the crop matrix, for the
         tight box of the model's own points (mapped with ``crop_box``)."""
@@ -194,16 +202,23 @@ class Landmarker:
         ``box`` = (x0, y0, x1, y1) is the tight box of the model's own points (300-W
         ground-truth box convention; map detector boxes with ``FaceDetector``).
         ``passes``: each pass after the first crops again around the previous pass's
-        points (their tight box); default ``self.passes`` (the file's ``crop_box``).
+        points (``recrop_box``); default ``self.passes`` (the file's ``crop_box``).
         A caller running its own re-crop loop passes 1 so the two do not stack.
         """
         passes = self.passes if passes is None else int(passes)
         if passes < 1:
             raise ValueError(f"predict: passes must be >= 1, got {passes}")
-        for _ in range(passes):
+        return self._passes(image_rgb, box, passes)[1]
+
+    def _passes(self, image_rgb, box, passes: int) -> tuple[np.ndarray, np.ndarray]:
+        """``passes`` predictions, each after the first cropped from the previous one's
+        points; (the box of the last crop, its points)."""
+        box = np.asarray(box, np.float32)
+        points, _ = self.predict_with_heatmaps(image_rgb, box)
+        for _ in range(int(passes) - 1):
+            box = self.recrop_box(points)
             points, _ = self.predict_with_heatmaps(image_rgb, box)
-            box = box_from_landmarks(points)
-        return points
+        return box, points
 
     def predict_with_heatmaps(self, image_rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
         """One pass of ``predict``: the points and the crop's float heatmaps
@@ -238,17 +253,12 @@ class Landmarker:
     def refine(self, image_rgb: np.ndarray, box, passes: int = DEFAULT_PASSES
                ) -> tuple[np.ndarray, np.ndarray]:
         """Landmark re-crop: predicts from ``box``, then ``passes - 1`` more times from
-        the tight box of the previous prediction (the training crop rule's box), so a
+        the previous prediction (``recrop_box``: the training crop rule's box), so a
         detector box's error in position and size is mostly undone. Returns
         ``(box, points)``: the box of the last crop and its (K, 2) landmarks."""
         if int(passes) < 1:
             raise ValueError(f"passes must be >= 1, got {passes}")
-        box = np.asarray(box, np.float32)
-        points = self.predict(image_rgb, box, passes=1)
-        for _ in range(int(passes) - 1):
-            box = box_from_landmarks(points)
-            points = self.predict(image_rgb, box, passes=1)
-        return box, points
+        return self._passes(image_rgb, box, passes)
 
     def detect(self, image_rgb: np.ndarray, refine: bool = True,
                passes: int = DEFAULT_PASSES) -> list[tuple[np.ndarray, np.ndarray]]:

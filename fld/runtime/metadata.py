@@ -159,6 +159,11 @@ class ModelInfo:
             for name, value in zip(("dx", "dy", "sx", "sy"), self.crop_box.mapping.as_tuple()):
                 _checked(value, f"crop_box.{name}", integer=False)
             _checked(self.crop_box.passes, "crop_box.passes", integer=True)
+            rows = None if self.crop_box.points_map is None else len(self.crop_box.points_map)
+            if rows is not None and rows != 2 * self.scheme.num_points + 1:
+                raise MetadataError(f"metadata field 'crop_box.points_map' has {rows} rows, "
+                                    f"scheme {self.scheme.name!r} needs "
+                                    f"{2 * self.scheme.num_points + 1}")
 
     @property
     def heatmap_size(self) -> int:

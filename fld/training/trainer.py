@@ -55,6 +55,36 @@ def make_strategy(name: str):
     raise ValueError(f"unknown strategy {name!r}: use one of {STRATEGIES}")
 
 
+# Replicated strategies need TensorFlow's oneDNN graph rewrite off: TF 2.21 turns it on by
+# default on CPUs with AVX-512 VNNI / AMX, and with it a replica on a second device
+# (MirroredStrategy's /cpu:1, a worker's /task:1) can be fed a wrong tensor ("input depth
+# must be evenly divisible by filter depth: 3 vs 8" in a nested model's conv). Measured:
+# docs/experiments/2026-12-07-multi-worker-onednn.md.
+REPLICATED_STRATEGIES = ("mirrored", "multi_worker")
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def onednn_enabled() -> bool:
+    """Whether this process's TensorFlow runs the oneDNN graph rewrite."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:   # a TensorFlow without the probe: trust the switch
+        return os.environ.get(ONEDNN_ENV, "1") != "0"
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def restart_without_onednn(strategy_name: str, execve=os.execve) -> None:
+    """For a replicated ``--strategy``: re-runs this command in a fresh process with
+    ``TF_ENABLE_ONEDNN_OPTS=0`` (TensorFlow reads it once, at start-up) unless the rewrite
+    is already off. Returns only when nothing needs restarting."""
+    if strategy_name not in REPLICATED_STRATEGIES or os.environ.get(ONEDNN_ENV) == "0" \
+            or not onednn_enabled():
+        return
+    print(f"--strategy {strategy_name}: restarting with {ONEDNN_ENV}=0 (TensorFlow's oneDNN "
+          f"graph rewrite breaks replicas on a second device)", flush=True)
+    execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, **{ONEDNN_ENV: "0"}))
+
+
 def is_chief(strategy) -> bool:
     """True unless this is a non-chief worker of a multi-worker run (which writes nothing)."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -275,6 +305,7 @@ def tool_main(stage: int):
         config = config_from_flags()
         if stage == 1 and config.teacher:
             raise app.UsageError("--teacher is for stage 2: use tools/distill.py")
+        restart_without_onednn(config.strategy)
         train(config, command="python " + shlex.join(sys.argv[:1]))
 
     return main
