@@ -260,3 +260,23 @@ def _scheme_6():
     from fld.schemes import Scheme
 
     return Scheme("six", 6, (1, 0, 2, 4, 3, 5), (0, 1), ((0,), (1,)), ())
+
+
+def test_a_51_point_file_tracks_through_its_re_crop_box(faces):
+    """The shipped 51-point file: each frame's next box is the file's re-crop box of its
+    points (through its points map), not their tight box, and the points stay on the face."""
+    from fld.runtime import FaceTracker, Landmarker
+    from fld.synthetic_video import make_clip
+
+    path = os.path.join(REPO, "fld", "runtime", "assets", "default_51.tflite")
+    image, landmarks = faces[0]
+    clip = make_clip(image, landmarks[17:], frames=6)
+    first = box_from_landmarks(clip.points[0])
+    fifty_one = Landmarker(path, detector=lambda frame: [first])
+    tracker = FaceTracker(fifty_one, detect_every=0, smooth=False)
+    out = [tracker.track(frame)[0] for frame in clip.frames]
+    for face in out:
+        np.testing.assert_allclose(face.box, fifty_one.recrop_box(face.raw_points), atol=1e-4)
+        assert np.abs(face.box - box_from_landmarks(face.raw_points)).max() > 1.0
+    errors = nme(np.stack([f.points for f in out]), clip.points, "pair_51")
+    assert errors.max() < 0.08, errors

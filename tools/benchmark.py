@@ -114,7 +114,11 @@ if args["pipeline"]:
     from fld.crop import box_from_landmarks
     from fld.runtime import time_tracking_frame
     from fld.synthetic_video import make_clip
-    clip = make_clip(image, landmarker.predict(image, args["box"]), frames=30)
+    # the face's annotated points in the model's scheme, else its prediction
+    points = args["points"]
+    points = np.asarray(points, np.float32) if points and \
+        len(points) == landmarker.scheme.num_points else landmarker.predict(image, args["box"])
+    clip = make_clip(image, points, frames=30)
     try:
         tracked = time_tracking_frame(landmarker, clip.frames, runs=max(1, args["runs"] // 30),
                                       box=box_from_landmarks(clip.points[0]),
@@ -133,8 +137,8 @@ print(json.dumps({"runtime": landmarker.model.runtime, "kernels": landmarker.mod
 
 
 def benchmark_face():
-    """(image path or '', landmark box): the first real 300-W face, else the bundled
-    photo (data/sample_300w), else synthetic."""
+    """(image path or '', landmark box, its annotated points or None): the first real
+    300-W face, else the bundled photo (data/sample_300w), else synthetic."""
     bundled = os.path.join(REPO, "data", "sample_300w", "helen_126968967_1.pts")
     for pts in sorted(glob.glob(os.path.join(DATA_300W, "*", "*.pts")))[:1] + [bundled]:
         image = os.path.splitext(pts)[0] + ".jpg"
@@ -142,8 +146,10 @@ def benchmark_face():
             from fld.crop import box_from_landmarks
             from fld.data.readers import read_pts
 
-            return image, [float(v) for v in box_from_landmarks(read_pts(pts))]
-    return "", [230.0, 120.0, 410.0, 360.0]
+            points = read_pts(pts)
+            return (image, [float(v) for v in box_from_landmarks(points)],
+                    np.asarray(points, float).tolist())
+    return "", [230.0, 120.0, 410.0, 360.0], None
 
 
 def python_for(runtime) -> str:
@@ -222,9 +228,10 @@ def main(argv):
     if not os.path.isfile(model):
         raise app.UsageError(f"model file not found: {model}")
     others = [FLAGS.detector] if FLAGS.pipeline and FLAGS.detector != "blazeface" else []
-    image, box = benchmark_face()
+    image, box, points = benchmark_face()
     args = {"model": os.path.abspath(model), "threads": FLAGS.threads,
             "runs": FLAGS.runs, "runtime": FLAGS.runtime, "image": image, "box": box,
+            "points": points,
             "flip_test": FLAGS.flip_test, "reference_kernels": FLAGS.reference_kernels,
             "pipeline": FLAGS.pipeline, "others": others}
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))

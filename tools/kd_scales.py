@@ -13,7 +13,6 @@ cannot). Last line: ``kd_share: F`` (the run's own ``--kd_form`` term over the t
 
 from __future__ import annotations
 
-import sys
 
 from absl import app, flags
 
@@ -62,4 +61,3 @@ def main(argv):
 
 if __name__ == "__main__":
     app.run(one_line_errors(main, "kd_scales.py"))
-    sys.exit(0)

@@ -86,7 +86,8 @@ class TrackedFace:
 
     Attributes:
         track_id: the same number for the same face across frames (from 0).
-        box: tight box of ``raw_points`` (the next frame's landmark box).
+        box: the next frame's landmark box, from ``raw_points`` (``Landmarker.recrop_box``:
+            their tight box, or a subset-points file's re-crop box).
         points: (K, 2) landmarks, smoothed when the tracker smooths.
         raw_points: (K, 2) landmarks straight from the model.
         spread: ``heatmap_spread`` of this frame's crop (lower: surer).
@@ -106,9 +107,9 @@ class _Track:
         self.track_id, self.smoother = track_id, smoother
         self.face: Optional[TrackedFace] = None
 
-    def update(self, points, spread, timestamp, detected) -> None:
+    def update(self, points, box, spread, timestamp, detected) -> None:
         smoothed = points if self.smoother is None else self.smoother(points, timestamp)
-        self.face = TrackedFace(self.track_id, box_from_landmarks(points), smoothed, points,
+        self.face = TrackedFace(self.track_id, np.asarray(box, np.float32), smoothed, points,
                                 spread, detected)
 
 
@@ -216,6 +217,10 @@ class FaceTracker:
     def _new_track(self) -> _Track:
         return _Track(self._next_id, PointSmoother(*self._filter_args) if self.smooth else None)
 
+    def _recrop_box(self, points) -> np.ndarray:
+        recrop = getattr(self.landmarker, "recrop_box", None)
+        return box_from_landmarks(points) if recrop is None else recrop(points)
+
     def _follow(self, track: _Track, frame, box, t, detected) -> bool:
         """Runs the model on ``box``; updates the track; False when no face is there."""
         height, width = frame.shape[:2]
@@ -227,7 +232,7 @@ class FaceTracker:
         spread = heatmap_spread(heatmaps)
         if not spread <= self.max_spread:
             return False
-        track.update(points, spread, t, detected)
+        track.update(points, self._recrop_box(points), spread, t, detected)
         return True
 
     def _drop_duplicates(self) -> None:
@@ -252,7 +257,7 @@ class FaceTracker:
                     _, points = self.landmarker.refine(frame, box, self.passes - 1)
                 except ValueError:
                     continue                      # the predictions collapsed: no face
-                box = box_from_landmarks(points)
+                box = self._recrop_box(points)
             track = self._new_track()
             if self._follow(track, frame, box, t, detected=True):
                 self._tracks.append(track)
