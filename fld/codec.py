@@ -29,6 +29,7 @@ Decoding (numpy for the host/runtime, keras.ops inside models and metrics):
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -183,9 +184,13 @@ def decode_numpy(heatmaps: np.ndarray, method: str = DEFAULT_DECODE,
     hm = np.asarray(heatmaps, np.float32)
     lead, (h, w, k) = hm.shape[:-3], hm.shape[-3:]
     if method == "soft_argmax":   # in the (H, W, K) layout: no transpose (runtime speed)
-        weights = np.maximum(np.nan_to_num(hm.reshape((-1, h, w, k)), nan=0.0, posinf=0.0,
-                                           neginf=0.0), 0.0)
-        return _expectation(weights).reshape(lead + (k, 2))
+        hm = hm.reshape((-1, h, w, k))
+        with np.errstate(invalid="ignore", over="ignore"):
+            out = _expectation(np.maximum(hm, 0.0))
+        if not np.isfinite(out).all():   # NaN / infinite cells count as 0 (rare: redo)
+            out = _expectation(np.maximum(np.nan_to_num(hm, nan=0.0, posinf=0.0,
+                                                        neginf=0.0), 0.0))
+        return out.reshape(lead + (k, 2))
     hm = np.moveaxis(hm.reshape((-1, h, w, k)), -1, 1).reshape(-1, h, w)  # (N, H, W)
     hm = np.where(np.isfinite(hm), hm, 0.0)
     flat = hm.reshape(len(hm), -1).argmax(axis=1)
@@ -201,15 +206,23 @@ def decode_numpy(heatmaps: np.ndarray, method: str = DEFAULT_DECODE,
 def _expectation(weights: np.ndarray) -> np.ndarray:
     """Weighted mean (x, y) of each of the K maps of (B, H, W, K) non-negative weights ->
     (B, K, 2); the map's center where a map has no weight."""
-    _, h, w, _ = weights.shape
-    columns = weights.sum(axis=1)                              # (B, W, K)
-    total = columns.sum(axis=1)                                # (B, K)
-    x = np.einsum("bwk,w->bk", columns, np.arange(w, dtype=np.float32))
-    y = np.einsum("bhk,h->bk", weights.sum(axis=2), np.arange(h, dtype=np.float32))
+    b, h, w, k = weights.shape
+    # one matrix product: (3, H*W) rows of 1, x, y against (B, H*W, K) -> (B, 3, K)
+    sums = _moment_rows(h, w) @ weights.reshape(b, h * w, k)
+    total = sums[:, 0]                                          # (B, K)
     safe = np.maximum(total, 1e-12)
-    out = np.stack([x / safe, y / safe], axis=-1).astype(np.float32)
+    out = np.stack([sums[:, 1] / safe, sums[:, 2] / safe], axis=-1).astype(np.float32)
     center = np.array([(w - 1) / 2, (h - 1) / 2], np.float32)
     return np.where((total > 1e-12)[..., None], out, center)
+
+
+@functools.lru_cache(maxsize=16)
+def _moment_rows(h: int, w: int) -> np.ndarray:
+    """(3, H*W) float32: 1, x and y of each cell of an H x W map, row-major."""
+    y, x = np.divmod(np.arange(h * w, dtype=np.float32), np.float32(w))
+    rows = np.stack([np.ones(h * w, np.float32), x, y])
+    rows.setflags(write=False)
+    return rows
 
 
 def _window_expectation(hm: np.ndarray, px, py, radius: int, fallback) -> np.ndarray:

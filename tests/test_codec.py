@@ -75,3 +75,18 @@ def test_edge_maps_lie_on_the_curve(codec):
     for x, y in pts[19:25].round().astype(int):
         assert edges[y, x, 4] > 100
     assert edges[8, 6, 4] == 0  # the eye's center is not on its outline
+
+
+def test_soft_argmax_ignores_nan_and_infinite_cells():
+    """A map with a NaN and an infinite cell decodes like the map with those cells at 0."""
+    from fld.codec import decode_numpy
+
+    rng = np.random.default_rng(0)
+    maps = rng.random((1, 16, 16, 3), dtype=np.float32) ** 8
+    bad = maps.copy()
+    bad[0, 2, 3, 0], bad[0, 5, 9, 1], bad[0, 7, 7, 2] = np.nan, np.inf, -np.inf
+    clean = maps.copy()
+    clean[0, 2, 3, 0] = clean[0, 5, 9, 1] = clean[0, 7, 7, 2] = 0.0
+    np.testing.assert_allclose(decode_numpy(bad, "soft_argmax"),
+                               decode_numpy(clean, "soft_argmax"), atol=1e-5)
+    assert np.isfinite(decode_numpy(bad, "soft_argmax")).all()
