@@ -31,6 +31,7 @@ Numpy only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Optional, Sequence
 
 import numpy as np
@@ -60,6 +61,11 @@ class CropBox:
                                  f"got shape {m.shape}")
             object.__setattr__(self, "points_map", tuple(tuple(map(float, r)) for r in m))
 
+    @functools.cached_property
+    def _points_matrix(self) -> np.ndarray:
+        """``points_map`` as a (2K + 1, 4) array, built once (``recrop_box`` runs per face)."""
+        return np.asarray(self.points_map, np.float64)
+
     def apply(self, box) -> np.ndarray:
         """(4,) or (N, 4) own-points boxes -> the boxes the crop rule frames."""
         return self.mapping.apply(box)
@@ -71,7 +77,7 @@ class CropBox:
         points = np.asarray(points, np.float64)
         if self.points_map is None:
             return box_from_landmarks(points)
-        matrix = np.asarray(self.points_map)
+        matrix = self._points_matrix
         if len(matrix) != 2 * len(points) + 1:
             raise ValueError(f"crop_box.points_map is for {(len(matrix) - 1) // 2} points, "
                              f"got {len(points)}")
