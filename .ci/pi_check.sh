@@ -38,7 +38,7 @@ CPUS=(cortex-a72 cortex-a76)              # Raspberry Pi 4, Raspberry Pi 5
 # only (NEON without dot product); tools/predict.py runs on both.
 TEST_CPU=cortex-a72
 RUNTIMES=(tflite_runtime ai_edge_litert)
-MODELS=(default_68 default_51)            # every landmark .tflite in fld/runtime/assets (checked
+MODELS=(default_68 default_51 fast_68)    # every landmark .tflite in fld/runtime/assets (checked
                                           # below; the face_detection_* files: tflite_runtime_check.sh)
 NUM_FACES=5
 DEBIAN_ROOTS=(python3.11-minimal libpython3.11-stdlib libstdc++6)

@@ -10,8 +10,8 @@
 # 3. There, with PYTHONPATH=the repo: (a) pytest tests/runtime_only (TF absent, the int8
 #    model's predictions vs the stored ones); (b) tools/predict.py --save_pts on a real
 #    image, checking the .pts file is written and matches ai-edge-litert's landmarks;
-#    (c) the bundled default model: its accuracy test and tools/predict.py with no --model
-#    and no --boxes on the bundled photo: the bundled BlazeFace detector (short and full
+#    (c) the bundled models: their accuracy tests, and tools/predict.py with no --model
+#    (the default) and with --model fast, no --boxes, on the bundled photo: the bundled BlazeFace detector (short and full
 #    range) runs in tflite-runtime, finds the one face (IoU >= 0.5 with its annotated box)
 #    and predict.py writes a .pts of 68 points near the annotation.
 # Usage: .ci/tflite_runtime_check.sh   (after .ci/run has built .venv; FLD_DATA overrides
@@ -92,21 +92,27 @@ for name, model in (("blazeface", "short"), ("blazeface_full", "full")):
     assert iou >= 0.5, f"{name}: IoU {iou:.2f} with the annotated box"
     print(f"{name} in tflite_runtime: 1 face, IoU {iou:.2f} with the annotated landmark box")
 PY
-rm -rf "$OUT/predict_default"
-"$VENV/bin/python" tools/predict.py --input "$PHOTO.jpg" --output_dir "$OUT/predict_default" \
-    --save_pts | tee "$OUT/predict_default.log"
-grep -q "^images: 1, faces: 1, skipped: 0$" "$OUT/predict_default.log" || {
-    echo "tflite_runtime_check: tools/predict.py did not find the one face of $PHOTO.jpg" >&2; exit 1; }
-"$VENV/bin/python" - "$OUT/predict_default/$(basename "$PHOTO").pts" "$PHOTO.pts" <<'PY'
+# the bundled models by name with the bundled detector: the default (no --model) and
+# --model fast; bound: NME io against the annotation (measured 2.5% and 5.6%)
+for spec in "default:0.08" "fast:0.12"; do
+    model="${spec%%:*}" bound="${spec#*:}"
+    model_flag=(); [ "$model" = default ] || model_flag=(--model "$model")
+    rm -rf "$OUT/predict_$model"
+    "$VENV/bin/python" tools/predict.py "${model_flag[@]}" --input "$PHOTO.jpg" \
+        --output_dir "$OUT/predict_$model" --save_pts | tee "$OUT/predict_$model.log"
+    grep -q "^images: 1, faces: 1, skipped: 0$" "$OUT/predict_$model.log" || {
+        echo "tflite_runtime_check: tools/predict.py ($model model) did not find the one face of $PHOTO.jpg" >&2; exit 1; }
+    "$VENV/bin/python" - "$OUT/predict_$model/$(basename "$PHOTO").pts" "$PHOTO.pts" "$model" "$bound" <<'PY'
 import sys
 import numpy as np
 from fld.data.readers import read_pts
-got, truth = read_pts(sys.argv[1]), read_pts(sys.argv[2])
+got, truth, model, bound = read_pts(sys.argv[1]), read_pts(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 assert got.shape == (68, 2), f"{sys.argv[1]}: {got.shape[0]} points, expected 68"
 iod = np.linalg.norm(truth[36:42].mean(0) - truth[42:48].mean(0))
 nme = float(np.linalg.norm(got - truth, axis=1).mean() / iod)
-assert nme < 0.08, f"{sys.argv[1]}: NME {nme:.3f} against the annotation"
-print(f"tools/predict.py (BlazeFace + default model, tflite_runtime): 68 points, NME {100 * nme:.2f} %")
+assert nme < bound, f"{sys.argv[1]}: NME {nme:.3f} against the annotation ({model} model, bound {bound})"
+print(f"tools/predict.py (BlazeFace + {model} model, tflite_runtime): 68 points, NME {100 * nme:.2f} %")
 PY
+done
 echo "tflite_runtime_check passed: artifacts $((step1 - start)) s, venv $((step2 - step1)) s," \
      "runtime checks $((SECONDS - step2)) s"

@@ -20,6 +20,8 @@ Numpy and OpenCV only.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 DEFAULT_CROP_SCALE = 1.2
@@ -62,17 +64,36 @@ def crop_matrix(box, size: int, scale: float = DEFAULT_CROP_SCALE) -> np.ndarray
     )
 
 
+# The 2x3 affine helpers below work on Python floats (float64) in closed form: they run
+# several times per face in the runtime, where numpy's per-call overhead on 3x3 arrays
+# (vstack, linalg.inv) cost more than the arithmetic.
+
+def _affine_rows(matrix) -> tuple:
+    (a, b, c), (d, e, f) = np.asarray(matrix, np.float64).reshape(2, 3).tolist()
+    return a, b, c, d, e, f
+
+
+def _inverse_rows(matrix) -> tuple:
+    a, b, c, d, e, f = _affine_rows(matrix)
+    det = a * e - b * d
+    if det == 0.0 or not np.isfinite(det):
+        raise np.linalg.LinAlgError(f"singular affine matrix {[a, b, c, d, e, f]}")
+    ia, ib, id_, ie = e / det, -b / det, -d / det, a / det
+    return ia, ib, -(ia * c + ib * f), id_, ie, -(id_ * c + ie * f)
+
+
 def invert_affine(matrix: np.ndarray) -> np.ndarray:
-    """Inverse of a 2x3 affine matrix."""
-    full = np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
-    return np.linalg.inv(full)[:2].astype(np.float32)
+    """Inverse of a 2x3 affine matrix (float32)."""
+    ia, ib, ic, id_, ie, if_ = _inverse_rows(matrix)
+    return np.array([[ia, ib, ic], [id_, ie, if_]], np.float32)
 
 
 def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """The 2x3 affine ``outer o inner`` (apply ``inner`` first)."""
-    a = np.vstack([np.asarray(outer, np.float64), [0.0, 0.0, 1.0]])
-    b = np.vstack([np.asarray(inner, np.float64), [0.0, 0.0, 1.0]])
-    return (a @ b)[:2].astype(np.float32)
+    """The 2x3 affine ``outer o inner`` (apply ``inner`` first), float32."""
+    A, B, C, D, E, F = _affine_rows(outer)
+    a, b, c, d, e, f = _affine_rows(inner)
+    return np.array([[A * a + B * d, A * b + B * e, A * c + B * f + C],
+                     [D * a + E * d, D * b + E * e, D * c + E * f + F]], np.float32)
 
 
 def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -90,7 +111,8 @@ def crop_image(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     import cv2  # local: keeps this module importable for pure-geometry users
 
     matrix = np.asarray(matrix, np.float32)
-    zoom = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    a, b, _, d, e, _ = _affine_rows(matrix)
+    zoom = abs(a * e - b * d) ** 0.5
     if zoom < 0.5:
         # Strong downscaling: box-average by an integer factor first (OpenCV's fast area
         # path), leaving a zoom in [0.5, 1) for the bilinear warp, so the crop is not
@@ -118,11 +140,12 @@ def _source_window(shape, matrix: np.ndarray, size: int, margin: float):
     the ``size`` x ``size`` crop of ``matrix`` samples, grown by ``margin`` pixels and
     clipped to the image (the whole image when the crop lies entirely outside it)."""
     h, w = shape
-    corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5],
-                        [size - 0.5, size - 0.5]])
-    source = transform_points(invert_affine(matrix), corners)
-    x0, y0 = np.floor(source.min(axis=0) - margin).astype(int)
-    x1, y1 = np.ceil(source.max(axis=0) + margin).astype(int) + 1
+    ia, ib, ic, id_, ie, if_ = _inverse_rows(matrix)
+    corners = [(-0.5, -0.5), (size - 0.5, -0.5), (-0.5, size - 0.5), (size - 0.5, size - 0.5)]
+    xs = [ia * x + ib * y + ic for x, y in corners]
+    ys = [id_ * x + ie * y + if_ for x, y in corners]
+    x0, y0 = math.floor(min(xs) - margin), math.floor(min(ys) - margin)
+    x1, y1 = math.ceil(max(xs) + margin) + 1, math.ceil(max(ys) + margin) + 1
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
     if x1 <= x0 or y1 <= y0:
         return 0, 0, w, h

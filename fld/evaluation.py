@@ -48,7 +48,8 @@ def load_predictor(path: str, decode_method: str | None = None, num_threads: int
                    preset: str | None = None, image_size: int | None = None,
                    scheme: str | None = None, flip_test: bool = False,
                    reference_kernels: bool = False, detector=None):
-    """A runtime ``Landmarker`` for a ``.tflite`` file or a Keras model file.
+    """A runtime ``Landmarker`` for a ``.tflite`` file (or a bundled model's name,
+    ``fld.runtime.bundled``) or a Keras model file.
 
     ``decode_method`` overrides the host-side decode (default: a ``.tflite``'s stored one;
     soft-argmax for Keras models, as training's validation decodes). ``preset``,
@@ -58,6 +59,9 @@ def load_predictor(path: str, decode_method: str | None = None, num_threads: int
     XNNPACK (CPU-independent results; an error for Keras models).
     ``detector``: the face detector of ``detect`` (``Landmarker``'s; None: its default).
     """
+    from fld.runtime.bundled import resolve_model
+
+    path = resolve_model(path)
     if path.endswith(".tflite"):
         from fld.runtime.landmarker import Landmarker
 

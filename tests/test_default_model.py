@@ -51,6 +51,37 @@ def test_default_model_finds_the_face_in_the_bundled_photo(landmarker):
     assert check.photo_nme(landmarker) < check.MAX_PHOTO_NME_IO
 
 
+@pytest.fixture(scope="module")
+def fast():
+    from fld.runtime import Landmarker
+
+    return Landmarker(preset="fast")
+
+
+def test_fast_model_is_a_full_integer_int8_single_crop(fast):
+    from fld.export import audit
+
+    info = fast.info
+    assert info.scheme.name == "300w_68" and info.quantization == "int8"
+    assert not info.flip_pair and not fast.flip_test       # one invoke of batch 1
+    assert fast.model.input_shape == (1, info.image_size, info.image_size, 3)
+    with open(fast.model.path, "rb") as f:
+        data = f.read()
+    report = audit(data, int8=True)
+    assert sum(report.op_counts.values()) > 0 and not report.float_ops and not report.problems
+    with open(check.DEFAULT_68, "rb") as f:   # the width-0.5 student: under a third the size
+        assert len(data) < len(f.read()) / 3
+
+
+def test_fast_model_landmarks_on_held_out_real_faces(fast):
+    nme, results = check.sample_results(fast)
+    assert np.isfinite(nme).all()
+    assert nme.mean() < check.FAST_MAX_MEAN_NME_IO, (
+        f"mean NME io {nme.mean():.4f} on {len(nme)} sample faces, bound "
+        f"{check.FAST_MAX_MEAN_NME_IO}; worst: {results[int(np.argmax(nme))].image_path}")
+    assert check.photo_nme(fast) < check.FAST_MAX_PHOTO_NME_IO
+
+
 def test_demo_shipped_model_step(tmp_path):
     done = subprocess.run(
         [sys.executable, "tools/demo.py", "--skip_training", "--output_dir", str(tmp_path)],

@@ -162,3 +162,33 @@ def test_paper_preset_sizes():
     trainable = sum(int(np.prod(w.shape)) for w in student.backbone.trainable_weights)
     assert 1.05e6 < trainable < 1.2e6, trainable  # MobileViT-v2-0.5: 1.37 M - 0.26 M head
     assert student.output["fused"].shape[1:] == (64, 64, 68)
+
+
+def test_split_attention_is_the_same_function_with_two_projections(tmp_path):
+    from fld.export.split_attention import split_attention
+
+    keras.utils.set_random_seed(3)
+    fused = models.LandmarkDetector(preset="mobilevitv2_050", image_size=64, scheme="300w_68")
+    for layer in fused.backbone.layers:   # non-trivial biases, so a wrong slice shows
+        if layer.name.endswith("_qkv"):
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel, np.random.default_rng(0).normal(size=bias.shape)])
+    split = split_attention(fused)
+    names = [layer.name for layer in split.backbone.layers]
+    assert split.backbone.attention_form == "split" and split.count_params() == fused.count_params()
+    assert not any(n.endswith("_qkv") for n in names)
+    assert sum(n.endswith("_qk") for n in names) == sum(n.endswith("_v") for n in names) == 9
+    assert split.backbone.get_layer("layer3_mvit_attn0_v").activation.__name__ == "relu"
+    images = np.random.default_rng(1).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    want, got = fused(images), split(images)
+    for key in want:
+        np.testing.assert_allclose(np.asarray(got[key]), np.asarray(want[key]), atol=1e-5)
+    assert split_attention(split) is split                        # already split: unchanged
+    path = str(tmp_path / "split.keras")                          # its config round-trips
+    split.save(path)
+    assert keras.saving.load_model(path).backbone.attention_form == "split"
+    with pytest.raises(ValueError, match="attention_form must be one of"):
+        models.LandmarkDetector(preset="mobilevitv2_050", image_size=64, attention_form="x")
+    with pytest.raises(ValueError, match="MobileViT-v2 presets"):
+        models.LandmarkDetector(preset="swinv2_cpu_window8_256", image_size=64,
+                                attention_form="split")

@@ -153,3 +153,19 @@ def test_wrong_point_count_is_named(real_records):
     codec51 = HeatmapCodec(get_scheme("pair_51"), image_size=SIZE)
     with pytest.raises(ValueError, match="has 68 landmarks, scheme 'pair_51' needs 51"):
         CropCache.build(real_records[:1], codec51, progress=False)
+
+
+def test_affine_helpers_match_the_3x3_matrix_algebra():
+    from fld.crop import compose_affine, invert_affine
+
+    rng = np.random.default_rng(0)
+    full = lambda m: np.vstack([np.asarray(m, np.float64), [0, 0, 1]])   # noqa: E731
+    for _ in range(20):
+        a, b = rng.normal(size=(2, 2, 3)) * [1, 1, 100]
+        np.testing.assert_allclose(invert_affine(a), np.linalg.inv(full(a))[:2],
+                                   rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(compose_affine(a, b), (full(a) @ full(b))[:2],
+                                   rtol=1e-5, atol=1e-3)
+        assert invert_affine(a).dtype == compose_affine(a, b).dtype == np.float32
+    with pytest.raises(np.linalg.LinAlgError, match="singular"):
+        invert_affine([[1, 2, 3], [2, 4, 6]])

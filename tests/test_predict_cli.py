@@ -132,6 +132,25 @@ def test_benchmark_prints_latency(tiny):
     assert float(result.stdout.strip().splitlines()[-1].split()[1]) > 0
 
 
+def test_benchmark_baseline_times_both_models_in_one_run(tiny):
+    # the fast bundled model against the default one, by name, interleaved
+    result = run_tool("benchmark.py", "--model", "fast", "--baseline", "default", "--runs", "5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout.strip().splitlines()
+    lines = dict(line.split(": ", 1) for line in out if ": " in line)
+    assert "fast_68.tflite" in lines["model"]
+    assert lines["baseline"].endswith("default_68.tflite, flip pair")
+    ratio = float(lines["landmark_step_ratio"].split()[0])
+    latency, baseline = float(lines["latency_ms"]), float(lines["baseline_latency_ms"])
+    assert ratio == pytest.approx(latency / baseline, abs=2e-3)
+    assert ratio < 1       # width 0.5, one crop vs width 1.0, a flip pair: faster on any CPU
+    assert 0 < float(lines["landmark_step_cpu_ratio"].split()[0]) < 1
+    assert out[-1].startswith("latency_ms: ")
+    bad = run_tool("benchmark.py", "--model", tiny["int8"], "--baseline", "quick")
+    assert bad.returncode == 1 and "--baseline: model file not found: quick" in bad.stderr, \
+        bad.stderr[-500:]
+
+
 def test_benchmark_pipeline_prints_its_lines():
     # the bundled model: tracking needs points that follow the face (a tiny model's don't)
     result = run_tool("benchmark.py", "--runs", "3", "--pipeline", "--detector", "haar")

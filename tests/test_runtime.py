@@ -178,12 +178,32 @@ def test_wrong_models_give_clear_errors(tiny, tmp_path):
 
 
 def test_default_model_absent_is_a_clear_error(monkeypatch, tmp_path):
-    import fld.runtime.landmarker as landmarker_module
+    import fld.runtime.bundled as bundled
+    from fld.runtime import Landmarker
 
-    missing = str(tmp_path / "default_68.tflite")
-    monkeypatch.setattr(landmarker_module, "DEFAULT_MODEL_PATH", missing)
+    monkeypatch.setattr(bundled, "ASSETS_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="default model .*default_68.tflite is missing"):
-        landmarker_module.Landmarker()
+        Landmarker()
+    with pytest.raises(FileNotFoundError, match="fast model .*fast_68.tflite is missing"):
+        Landmarker(preset="fast")
+
+
+def test_bundled_models_by_name(monkeypatch, tmp_path):
+    from fld.runtime import Landmarker
+    from fld.runtime.bundled import BUNDLED_MODELS, resolve_model
+
+    for name, file in BUNDLED_MODELS.items():
+        landmarker = Landmarker(preset=name)
+        assert os.path.basename(landmarker.model.path) == file
+        assert Landmarker(name).model.path == landmarker.model.path   # a name as model_path
+    assert Landmarker().info.flip_pair and not Landmarker(preset="fast").info.flip_pair
+    with pytest.raises(ValueError, match="no bundled model 'quick'.*default, default_51, fast"):
+        Landmarker(preset="quick")
+    with pytest.raises(ValueError, match="not both"):
+        Landmarker("fast", preset="fast")
+    monkeypatch.chdir(tmp_path)          # a file named like a bundled model wins
+    (tmp_path / "fast").write_bytes(b"")
+    assert resolve_model("fast") == "fast"
 
 
 def test_runtime_runs_without_tensorflow_or_keras(tiny, real_records):

@@ -65,7 +65,11 @@ from fld.cli import one_line_errors
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_300W = os.path.join(os.path.dirname(REPO), "shared", "data", "300w", "train")
 
-flags.DEFINE_string("model", None, "The .tflite model (default: the bundled model).")
+flags.DEFINE_string("model", None, "The .tflite model, or a bundled model's name (default, "
+                    "default_51, fast; default: the bundled default model).")
+flags.DEFINE_string("baseline", None, "Also time this model (a .tflite or a bundled name, e.g. "
+                    "default) in the same loops, alternating run by run, and print its lines "
+                    "and landmark_step_ratio (model / baseline) before latency_ms.")
 flags.DEFINE_integer("threads", 1, "Interpreter CPU threads.")
 flags.DEFINE_integer("runs", 200, "Timed runs (after 10 warm-up runs).")
 flags.DEFINE_enum("runtime", None, ["ai_edge_litert", "tflite_runtime", "tf"],
@@ -128,7 +132,13 @@ if args["pipeline"]:
     except ValueError as error:   # e.g. an untrained model whose points collapse
         print(f"warning: no tracking_frame_ms: {error}", file=sys.stderr)
 else:
-    times = time_landmarker(landmarker, image, args["box"], runs=args["runs"])
+    baseline = None if not args["baseline"] else Landmarker(
+        args["baseline"], num_threads=args["threads"], runtime=args["runtime"],
+        flip_test=args["flip_test"], reference_kernels=args["reference_kernels"])
+    times = time_landmarker(landmarker, image, args["box"], runs=args["runs"],
+                            baseline=baseline)
+    if baseline is not None:
+        times["baseline_flip_pair"] = baseline.info.flip_pair
 print(json.dumps({"runtime": landmarker.model.runtime, "kernels": landmarker.model.kernels,
                   "cpu": describe_cpu(),
                   "input": str(landmarker.model.input_dtype),
@@ -170,8 +180,8 @@ def print_op_profile(args: dict, env: dict) -> None:
     from fld.export.op_split import overhead_model, split_ops
     from fld.runtime.op_profile import MANIFEST, OVERHEAD_FILE, format_profile
 
-    with open(FLAGS.model, "rb") as f:
-        ops = split_ops(f.read(), FLAGS.model)
+    with open(args["model"], "rb") as f:
+        ops = split_ops(f.read(), args["model"])
     with tempfile.TemporaryDirectory(prefix="fld_op_profile_") as folder:
         manifest = []
         for op in ops:
@@ -189,7 +199,7 @@ def print_op_profile(args: dict, env: dict) -> None:
         result = subprocess.run([python_for(FLAGS.runtime), "-m", "fld.runtime.op_profile",
                                  json.dumps(child)], capture_output=True, text=True, env=env)
     if result.returncode != 0:
-        raise ValueError(f"{FLAGS.model}: op profile failed: "
+        raise ValueError(f"{args['model']}: op profile failed: "
                            f"{result.stderr.strip().splitlines()[-1:]}")
     profile = json.loads(result.stdout.strip().splitlines()[-1])
     if FLAGS.op_profile_json:
@@ -222,18 +232,23 @@ def print_pipeline(times: dict, others: list[str]) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from fld.runtime.landmarker import DEFAULT_MODEL_PATH, DEFAULT_PASSES
+    from fld.runtime.bundled import resolve_model
+    from fld.runtime.landmarker import DEFAULT_PASSES
 
-    model = FLAGS.model or DEFAULT_MODEL_PATH
-    if not os.path.isfile(model):
-        raise app.UsageError(f"model file not found: {model}")
+    model, baseline = resolve_model(FLAGS.model), FLAGS.baseline and resolve_model(FLAGS.baseline)
+    for flag, path in (("--model", model), ("--baseline", baseline)):
+        if path and not os.path.isfile(path):
+            raise app.UsageError(f"{flag}: model file not found: {path}")
+    if baseline and FLAGS.pipeline:
+        raise app.UsageError("--baseline times the landmark step: not with --pipeline")
     others = [FLAGS.detector] if FLAGS.pipeline and FLAGS.detector != "blazeface" else []
     image, box, points = benchmark_face()
     args = {"model": os.path.abspath(model), "threads": FLAGS.threads,
             "runs": FLAGS.runs, "runtime": FLAGS.runtime, "image": image, "box": box,
             "points": points,
             "flip_test": FLAGS.flip_test, "reference_kernels": FLAGS.reference_kernels,
-            "pipeline": FLAGS.pipeline, "others": others}
+            "pipeline": FLAGS.pipeline, "others": others,
+            "baseline": baseline and os.path.abspath(baseline)}
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if FLAGS.op_profile:
         print_op_profile(args, env)
@@ -262,6 +277,19 @@ def main(argv):
     if FLAGS.op_profile:
         print(f"host side (crop+invoke+decode minus invoke, medians): "
               f"{np.median(times['total_ms']) - np.median(times['invoke_ms']):.3f} ms")
+    if baseline:
+        print(f"baseline: {baseline}" + (", flip pair" if times["baseline_flip_pair"] else ""))
+        for name, key in (("interpreter invoke", "invoke_ms"), ("crop+invoke+decode", "total_ms")):
+            values = np.asarray(times["baseline_" + key])
+            print(f"{'baseline ' + name:>29}: median {np.median(values):.3f} ms, "
+                  f"p90 {np.percentile(values, 90):.3f} ms")
+        print(f"baseline_latency_ms: {np.median(times['baseline_total_ms']):.3f}")
+        ratio = np.median(times["total_ms"]) / np.median(times["baseline_total_ms"])
+        print(f"landmark_step_ratio: {ratio:.3f} (crop+invoke+decode medians, model / "
+              f"baseline, interleaved run by run)")
+        cpu = np.median(times["total_cpu_ms"]) / np.median(times["baseline_total_cpu_ms"])
+        print(f"landmark_step_cpu_ratio: {cpu:.3f} (the same in this process's CPU time, "
+              f"which other processes' load does not inflate; 1 thread)")
     print(f"latency_ms: {np.median(times['total_ms']):.3f}")
     return 0
 

@@ -16,7 +16,9 @@ Steps:
    channels and fits the file's ``crop_box`` (``fld.runtime.crop_box``: the tight box of
    the subset's points -> the box of all the network's points, which framed its training
    crops) on the calibration folder's training faces (all of them less ``--holdout_every``'s
-   split); ``--flip_pair`` makes the file take the crop and its mirror in one invoke;
+   split); ``--flip_pair`` makes the file take the crop and its mirror in one invoke; a
+   MobileViT-v2's attention projections are written in the split form
+   (``--split_attention``, ``fld.export.split_attention``: the same function);
 2. pick faces of ``--calibration_dir`` (any folder / file ``read_annotations`` reads),
    deterministically spread over it: ``--num_calibration`` to calibrate int8 (less the
    outliers that would stretch int8 ranges, ``--outlier_factor``) and ``--num_check``
@@ -99,6 +101,10 @@ flags.DEFINE_float("fine_ratio", DEFAULT_FINE_RATIO, "int8 with the output clip:
 flags.DEFINE_bool("flip_pair", False, "Write a flip-pair model: input batch 2, the crop and "
                   "its mirror image, whose predictions the runtime averages (flip test in "
                   "one invoke; fld.export).")
+flags.DEFINE_bool("split_attention", True, "MobileViT-v2: write each attention's input "
+                  "projection as a q+k conv and a v conv with its ReLU fused (the same "
+                  "function, faster int8; fld.export.split_attention); "
+                  "--nosplit_attention keeps the training graph's one sliced conv.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 flags.mark_flags_as_required(["checkpoint", "output"])
 flags.register_validator("fine_ratio", lambda v: v == 0 or v > 1,
@@ -130,6 +136,10 @@ def load_model():
                                f"({model.scheme.num_points} points), not --scheme "
                                f"{FLAGS.scheme!r}")
     full_scheme = model.scheme
+    if FLAGS.split_attention:
+        from fld.export.split_attention import split_attention
+
+        model = split_attention(model)   # same function, no int8 RELU outside XNNPACK
     if FLAGS.points:
         from fld.models import select_points
 

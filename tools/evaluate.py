@@ -24,9 +24,11 @@ from fld.cli import one_line_errors
 from fld.codec import DECODE_METHODS
 from fld.data.readers import read_annotations
 from fld.fileio import check_writable_dir
+from fld.runtime.bundled import resolve_model
 from fld.schemes import get_scheme
 
-flags.DEFINE_multi_string("model", None, "Model file(s): .tflite, .keras or .weights.h5.")
+flags.DEFINE_multi_string("model", None, "Model file(s): .tflite, .keras or .weights.h5, or a bundled model's name "
+                          "(default, default_51, fast).")
 flags.DEFINE_string("data_dir", None, "Annotated faces: .pts folder, .csv or WFLW .txt.")
 flags.DEFINE_string("scheme", "300w_68", "Landmark scheme of the annotations and models.")
 flags.DEFINE_enum("boxes", "gt", evaluation.BOX_SOURCES, "Where face boxes come from.")
@@ -70,18 +72,19 @@ def main(argv):
     records = records[FLAGS.offset::max(1, FLAGS.every)]
     if FLAGS.limit:
         records = records[: FLAGS.limit]
-    if len(set(FLAGS.model)) != len(FLAGS.model):
+    models = [resolve_model(p) for p in FLAGS.model]   # bundled names -> their files
+    if len(set(models)) != len(models):
         raise ValueError("the same --model is given twice")
-    names = [os.path.basename(p) for p in FLAGS.model]
+    names = [os.path.basename(p) for p in models]
     if len(set(names)) != len(names):  # e.g. two runs' best.keras: name them by path
-        names = [os.path.normpath(p) for p in FLAGS.model]
+        names = [os.path.normpath(p) for p in models]
     predictors = {name: evaluation.load_predictor(p, FLAGS.decode_method, FLAGS.num_threads,
                                                   FLAGS.preset, FLAGS.image_size, FLAGS.scheme,
                                                   flip_test=FLAGS.flip_test,
                                                   reference_kernels=(FLAGS.reference_kernels
                                                                      and p.endswith(".tflite")),
                                                   detector=FLAGS.detector)
-                  for name, p in zip(names, FLAGS.model)}
+                  for name, p in zip(names, models)}
     for name, predictor in predictors.items():
         if predictor.scheme.num_points != scheme.num_points:
             raise ValueError(f"{name} predicts {predictor.scheme.num_points} "

@@ -64,7 +64,8 @@ from fld.runtime import DEFAULT_PASSES, FaceTracker, Landmarker, MetadataError, 
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
-flags.DEFINE_string("model", None, "The .tflite model (default: the bundled model).")
+flags.DEFINE_string("model", None, "The .tflite model, or a bundled model's name: default "
+                    "(the accurate one, used when not given), default_51 or fast.")
 flags.DEFINE_string("input", None, "An image, a folder of images, a video or a webcam index.")
 flags.DEFINE_string("boxes", None, "CSV image,x0,y0,x1,y1 of landmark boxes, the tight box "
                     "of the model's own points (no detection).")

@@ -13,7 +13,9 @@ int8 weights are dequantized into a Keras model of the same preset:
   gamma 1, beta = the folded bias (``recalibrate_batchnorm`` then gives it real
   statistics, so that training mode starts from the same function);
 - ``SampleNormalization``'s gamma / beta are the constant operands of its ``mul_2`` /
-  ``add_1`` ops.
+  ``add_1`` ops;
+- the attention's q+k and v convolutions of the exported split form are merged back
+  into the fused ``qkv`` layer (``fld.export.split_attention``).
 
 What is not recovered: the float weights' last bits (each kernel is on its int8 grid,
 1/254 of its channel's range) and everything the export added after the heads (the
@@ -100,7 +102,9 @@ def read_tflite_tensors(path: str) -> dict:
                 found.setdefault(match.group(1), {})[key] = values
     if not found:
         raise ValueError(f"{path!r}: no convolution weights found (not an fld .tflite?)")
-    return found
+    from fld.export.split_attention import merge_split_kernels
+
+    return merge_split_kernels(found)   # an exported split attention -> the fused layer
 
 
 def load_tflite_weights(model, path: str) -> dict:

@@ -34,10 +34,12 @@ def _preset(name: str) -> dict:
     return PRESETS[name]
 
 
-def build_backbone(preset: str, image_size: int = 256) -> keras.Model:
-    """The backbone of a preset (a functional model returning ``P2..P5``)."""
+def build_backbone(preset: str, image_size: int = 256, **overrides) -> keras.Model:
+    """The backbone of a preset (a functional model returning ``P2..P5``); ``overrides``:
+    backbone arguments in place of the preset's (e.g. ``attention_form="split"``)."""
     spec = _preset(preset)
-    return BACKBONES[spec["backbone"]](image_size=image_size, name="backbone", **spec["config"])
+    return BACKBONES[spec["backbone"]](image_size=image_size, name="backbone",
+                                       **{**spec["config"], **overrides})
 
 
 def _scheme_from_config(value) -> Scheme:
@@ -56,6 +58,9 @@ class LandmarkDetector(keras.Model):
         decoder: ``"transposed"``, ``"nearest"`` or ``"fpn"`` (default: the preset's).
         decoder_channels: decoder width (default: the preset's).
         return_features: also output the decoder's stride-4 ``features``.
+        attention_form: MobileViT-v2 presets only: ``"fused"`` (default) or ``"split"``
+            (``fld.models.mobilevitv2.ATTENTION_FORMS``: the same function; the export
+            writes the split form, ``fld.export.split_attention``).
     Input: float32 (B, S, S, 3) NHWC images normalized to [-1, 1].
     Output: dict of float32 stride-4 maps: ``heatmaps`` (B, S/4, S/4, K), ``points``
         (K), ``edges`` (E), ``fused`` (K) [, ``features``].
@@ -64,13 +69,16 @@ class LandmarkDetector(keras.Model):
     def __init__(self, preset: str = "mobilevitv2_050", image_size: int = 256,
                  scheme="300w_68", decoder: str | None = None,
                  decoder_channels: int | None = None, return_features: bool = False,
-                 **kwargs):
+                 attention_form: str | None = None, **kwargs):
         spec = _preset(preset)
+        if attention_form is not None and spec["backbone"] != "mobilevitv2":
+            raise ValueError(f"attention_form applies to MobileViT-v2 presets, not {preset!r}")
         scheme_obj = _scheme_from_config(scheme)
         decoder = decoder or spec["decoder"]
         decoder_channels = decoder_channels or spec["decoder_channels"]
         # === Functional graph ===
-        backbone = build_backbone(preset, image_size)
+        backbone = build_backbone(preset, image_size, **(
+            {} if attention_form is None else {"attention_form": attention_form}))
         images = keras.Input((image_size, image_size, 3), name="images")
         pyramid = backbone(images)
         outputs = heatmap_generator(pyramid, scheme_obj, decoder, decoder_channels,
@@ -83,6 +91,7 @@ class LandmarkDetector(keras.Model):
         self.decoder = decoder
         self.decoder_channels = decoder_channels
         self.return_features = return_features
+        self.attention_form = attention_form
         self.backbone = backbone
 
     def get_config(self):
@@ -94,6 +103,7 @@ class LandmarkDetector(keras.Model):
             else self.scheme.to_dict(),
             "decoder": self.decoder, "decoder_channels": self.decoder_channels,
             "return_features": self.return_features,
+            **({} if self.attention_form is None else {"attention_form": self.attention_form}),
         }
 
     @classmethod

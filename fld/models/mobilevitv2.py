@@ -114,30 +114,42 @@ class PatchFold(keras.layers.Layer):
 class SeparableAttentionContext(keras.layers.Layer):
     """The weight-free core of separable self-attention (arXiv 2206.02680, Sec. 3.2).
 
-    Input: ``qkv`` (B, P, N, 1 + 2d) from the input projection. With the 1-channel
-    query ``q``, keys ``k`` and values ``v``:
+    Input: ``qkv`` (B, P, N, 1 + 2d) from the input projection (the ``"fused"``
+    attention form), or ``[qk, relu_v]`` ((B, P, N, 1 + d) and (B, P, N, d): the
+    ``"split"`` form, whose value projection has the ReLU fused into it). With the
+    1-channel query ``q``, keys ``k`` and values ``v``:
     ``scores = softmax_N(q)``; ``context = sum_N(scores * k)`` (B, P, 1, d);
     ``out = relu(v) * context`` (B, P, N, d). Cost is linear in N.
     """
 
     def call(self, qkv):
-        _, p, n, c = qkv.shape
-        d = (c - 1) // 2
-        query, key, value = qkv[..., :1], qkv[..., 1:1 + d], qkv[..., 1 + d:]
+        if isinstance(qkv, (list, tuple)):   # split form: the values arrive activated
+            qk, active_value = qkv
+            _, p, n, c = qk.shape
+            query, key = qk[..., :1], qk[..., 1:]
+        else:
+            _, p, n, c = qkv.shape
+            d = (c - 1) // 2
+            query, key = qkv[..., :1], qkv[..., 1:1 + d]
+            active_value = ops.relu(qkv[..., 1 + d:])
         scores = ops.softmax(ops.reshape(query, (-1, p, n)), axis=-1)   # over tokens
         # sum_N(scores * key) as a (1, N) x (N, d) product: in int8 a BATCH_MATMUL sums in
         # int32, where a MUL then SUM rounds every scores * key term to the int8 grid of the
         # largest one first (same float function).
         scores = ops.reshape(scores, (-1, p, 1, n))
         context = ops.matmul(scores, key)                                # (B, P, 1, d)
-        return ops.relu(value) * context                                 # (B, P, N, d)
+        return active_value * context                                    # (B, P, N, d)
 
     def compute_output_shape(self, input_shape):
+        if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+            return tuple(input_shape[1])
         return tuple(input_shape[:-1]) + ((input_shape[-1] - 1) // 2,)
 
     def count_macs(self) -> int:
-        _, p, n, c = self.input.shape
-        return 2 * p * n * ((c - 1) // 2)  # weighted sum + broadcast product
+        inputs = self.input
+        _, p, n, c = (inputs[1] if isinstance(inputs, (list, tuple)) else inputs).shape
+        d = c if isinstance(inputs, (list, tuple)) else (c - 1) // 2
+        return 2 * p * n * d  # weighted sum + broadcast product
 
 
 def _conv_bn(x, filters, kernel, strides=1, activation=None, name=""):
@@ -165,6 +177,10 @@ def _inverted_residual(x, filters, strides, expand_ratio, name):
 
 
 TOKEN_NORMS = ("batch", "group")
+# The attention's input projection: one 1x1 conv to q, k and v, sliced ("fused", the
+# reference), or q+k and v as two convs with v's ReLU fused into its conv ("split": the
+# same function, and no int8 RELU op outside XNNPACK in a .tflite; fld.export.split_attention).
+ATTENTION_FORMS = ("fused", "split")
 
 
 def _token_norm(x, name, kind="batch"):
@@ -175,7 +191,7 @@ def _token_norm(x, name, kind="batch"):
 
 
 def _mobilevit_block(x, attn_dim, num_attn_blocks, patch_size, ffn_multiplier, name,
-                     token_norm="batch"):
+                     token_norm="batch", attention_form="fused"):
     """MobileViT-v2 block: local 3x3 depthwise + 1x1, separable-attention transformer
     on unfolded patches (pre-norm), fold, 1x1 projection (BN). No input fusion (v2)."""
     _, h, w, channels = x.shape
@@ -188,7 +204,11 @@ def _mobilevit_block(x, attn_dim, num_attn_blocks, patch_size, ffn_multiplier, n
     for i in range(num_attn_blocks):
         prefix = f"{name}_attn{i}"
         a = _token_norm(y, f"{prefix}_norm1", token_norm)
-        a = layers.Conv2D(1 + 2 * attn_dim, 1, name=f"{prefix}_qkv")(a)
+        if attention_form == "split":
+            a = [layers.Conv2D(1 + attn_dim, 1, name=f"{prefix}_qk")(a),
+                 layers.Conv2D(attn_dim, 1, activation="relu", name=f"{prefix}_v")(a)]
+        else:
+            a = layers.Conv2D(1 + 2 * attn_dim, 1, name=f"{prefix}_qkv")(a)
         a = SeparableAttentionContext(name=f"{prefix}_context")(a)
         a = layers.Conv2D(attn_dim, 1, name=f"{prefix}_out")(a)
         y = layers.Add(name=f"{prefix}_add1")([y, a])
@@ -223,6 +243,7 @@ class MobileViTV2Backbone(keras.Model):
         patch_size: unfold patch side.
         expand_ratio: MV2 block expansion.
         token_norm: ``"batch"`` (BatchNorm) or ``"group"`` (GroupNorm(1), the reference's).
+        attention_form: ``"fused"`` or ``"split"`` (``ATTENTION_FORMS``).
     Input: float32 (B, S, S, 3) images in [-1, 1].
     Output: dict ``P2..P5`` at strides 4, 8, 16, 32.
     """
@@ -236,8 +257,12 @@ class MobileViTV2Backbone(keras.Model):
         patch_size: int = 2,
         expand_ratio: float = 2.0,
         token_norm: str = "batch",
+        attention_form: str = "fused",
         **kwargs,
     ):
+        if attention_form not in ATTENTION_FORMS:
+            raise ValueError(f"MobileViTV2Backbone: attention_form must be one of "
+                             f"{ATTENTION_FORMS}, got {attention_form!r}")
         if token_norm not in TOKEN_NORMS:
             raise ValueError(f"MobileViTV2Backbone: token_norm must be one of {TOKEN_NORMS}, "
                              f"got {token_norm!r}")
@@ -259,7 +284,7 @@ class MobileViTV2Backbone(keras.Model):
             name = f"layer{level + 3}"
             x = _inverted_residual(x, channels, 2, expand_ratio, f"{name}_mv2")
             x = _mobilevit_block(x, dim, depth, patch_size, ffn_multiplier, f"{name}_mvit",
-                                 token_norm)
+                                 token_norm, attention_form)
             pyramid[f"P{level + 3}"] = x                                        # stride 8..32
         super().__init__(inputs=images, outputs=pyramid, **kwargs)
         # === Config ===
@@ -270,6 +295,7 @@ class MobileViTV2Backbone(keras.Model):
         self.patch_size = patch_size
         self.expand_ratio = expand_ratio
         self.token_norm = token_norm
+        self.attention_form = attention_form
         self.pyramid_channels = {k: v.shape[-1] for k, v in pyramid.items()}
 
     def get_config(self):
@@ -279,6 +305,7 @@ class MobileViTV2Backbone(keras.Model):
             "num_attn_blocks": list(self.num_attn_blocks),
             "ffn_multiplier": self.ffn_multiplier, "patch_size": self.patch_size,
             "expand_ratio": self.expand_ratio, "token_norm": self.token_norm,
+            "attention_form": self.attention_form,
         }
 
     @classmethod

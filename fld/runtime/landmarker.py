@@ -31,12 +31,13 @@ import numpy as np
 from fld.crop import (box_from_landmarks, crop_image, crop_matrix, invert_affine,
                       normalize_image, transform_points)
 from fld.images import as_rgb_uint8
+from fld.runtime.bundled import (ASSETS_DIR, BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path,
+                                 resolve_model)
 from fld.runtime.detector import DEFAULT_DETECTOR, BoxMapping, FaceDetector
 from fld.runtime.interpreter import RUNTIMES, TFLiteModel
 from fld.runtime.metadata import ModelInfo, read_model_info
 
-DEFAULT_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
-                                  "default_68.tflite")
+DEFAULT_MODEL_PATH = os.path.join(ASSETS_DIR, BUNDLED_MODELS[DEFAULT_MODEL])
 # Predictions per detected face in ``detect``: the first from the detector's box, each
 # further one re-cropped around the last one's landmarks (measured best per millisecond:
 # docs/experiments/2026-12-07-blazeface.md).
@@ -52,8 +53,12 @@ class Landmarker:
     throughput give each thread its own Landmarker.
 
     Args:
-        model_path: ``.tflite`` file; None = the bundled default model
+        model_path: ``.tflite`` file, or the name of a bundled model
+            (``fld.runtime.bundled.BUNDLED_MODELS``: ``"default"``, ``"default_51"``,
+            ``"fast"``); None = ``preset``, else the default model
             (``fld/runtime/assets/default_68.tflite``).
+        preset: a bundled model by name, e.g. ``Landmarker(preset="fast")`` (the
+            distilled fast student); not together with ``model_path``.
         num_threads: interpreter CPU threads.
         runtime: force an interpreter (``ai_edge_litert`` / ``tflite_runtime`` / ``tf``).
         detector: face detector for ``detect``: a ``FaceDetector``, a detector name
@@ -77,14 +82,10 @@ class Landmarker:
     def __init__(self, model_path: Optional[str] = None, num_threads: int = 1,
                  runtime: Optional[str] = None, detector=None,
                  box_mapping: Optional[BoxMapping] = None, flip_test: bool = False,
-                 reference_kernels: bool = False):
-        if model_path is None:
-            model_path = DEFAULT_MODEL_PATH
-            if not os.path.isfile(model_path):
-                raise FileNotFoundError(
-                    f"the bundled default model {model_path} is missing (a partial checkout "
-                    f"or install?): reinstall fld, or pass model_path= a .tflite exported "
-                    f"by fld")
+                 reference_kernels: bool = False, preset: Optional[str] = None):
+        if preset is not None and model_path is not None:
+            raise ValueError(f"give model_path ({model_path}) or preset ({preset}), not both")
+        model_path = resolve_model(model_path) if preset is None else bundled_model_path(preset)
         model = TFLiteModel(model_path, num_threads=num_threads, runtime=runtime,
                             reference_kernels=reference_kernels)
         info = read_model_info(model.model_bytes, source=str(model_path))
@@ -294,24 +295,34 @@ def check_box_in_image(box, shape) -> None:
 
 
 def time_landmarker(landmarker: Landmarker, image_rgb: np.ndarray, box, runs: int = 200,
-                    warmup: int = 10) -> dict:
+                    warmup: int = 10, baseline: Optional[Landmarker] = None) -> dict:
     """Latency per face in milliseconds: ``invoke`` (interpreter alone, input already
     quantized) and ``total`` (crop + normalize + quantize + invoke + decode).
 
-    Returns {"invoke_ms": [...], "total_ms": [...]} (one value per run).
+    ``baseline``: a second Landmarker timed in the same loops, alternating run by run, so
+    that both see the same load (``tools/benchmark.py --baseline``).
+    Returns {"invoke_ms": [...], "total_ms": [...], "total_cpu_ms": [...]} (one value
+    per run; ``total_cpu_ms``: this process's CPU time, which other processes' load does
+    not inflate), and with a baseline the same keys prefixed ``baseline_``.
     """
-    model = landmarker.model
-    inputs, _ = landmarker.crop(image_rgb, box)
-    tensor = model.quantize_input(landmarker.model_input(inputs))
-    for _ in range(warmup):
-        landmarker.predict(image_rgb, box)
-    invoke, total = [], []
+    timed = {"": landmarker} if baseline is None else {"": landmarker, "baseline_": baseline}
+    tensors = {}
+    for prefix, one in timed.items():
+        inputs, _ = one.crop(image_rgb, box)
+        tensors[prefix] = one.model.quantize_input(one.model_input(inputs))
+        for _ in range(warmup):
+            one.predict(image_rgb, box)
+    times = {prefix + key: [] for prefix in timed
+             for key in ("invoke_ms", "total_ms", "total_cpu_ms")}
     for _ in range(runs):
-        start = time.perf_counter()
-        model.invoke_raw(tensor)
-        invoke.append((time.perf_counter() - start) * 1e3)
+        for prefix, one in timed.items():
+            start = time.perf_counter()
+            one.model.invoke_raw(tensors[prefix])
+            times[prefix + "invoke_ms"].append((time.perf_counter() - start) * 1e3)
     for _ in range(runs):
-        start = time.perf_counter()
-        landmarker.predict(image_rgb, box)
-        total.append((time.perf_counter() - start) * 1e3)
-    return {"invoke_ms": invoke, "total_ms": total}
+        for prefix, one in timed.items():
+            start, cpu = time.perf_counter(), time.process_time()
+            one.predict(image_rgb, box)
+            times[prefix + "total_ms"].append((time.perf_counter() - start) * 1e3)
+            times[prefix + "total_cpu_ms"].append((time.process_time() - cpu) * 1e3)
+    return times

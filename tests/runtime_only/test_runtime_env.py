@@ -115,3 +115,15 @@ def test_bundled_default_model_under_tflite_runtime():
     nme, _ = check.sample_results(landmarker)
     assert nme.mean() < check.MAX_MEAN_NME_IO, f"mean NME io {nme.mean():.4f}"
     assert check.photo_nme(landmarker) < check.MAX_PHOTO_NME_IO
+
+
+def test_bundled_fast_model_under_tflite_runtime():
+    """The fast model by name (``preset="fast"``), on the same faces."""
+    from fld.runtime import Landmarker
+    from tests import default_model_check as check
+
+    landmarker = Landmarker(preset="fast")
+    assert landmarker.model.runtime == "tflite_runtime" and not landmarker.info.flip_pair
+    nme, _ = check.sample_results(landmarker)
+    assert nme.mean() < check.FAST_MAX_MEAN_NME_IO, f"mean NME io {nme.mean():.4f}"
+    assert check.photo_nme(landmarker) < check.FAST_MAX_PHOTO_NME_IO
