@@ -40,6 +40,16 @@ def sample_results(landmarker, scheme_name="300w_68"):
     return np.array([r.nme_io for r in results]), results
 
 
+def assert_sample_nme_below(landmarker, bound: float) -> None:
+    """The mean NME io on the 60 sample faces is finite and below ``bound``; the message
+    names the worst face."""
+    nme, results = sample_results(landmarker)
+    assert np.isfinite(nme).all()
+    assert nme.mean() < bound, (
+        f"mean NME io {nme.mean():.4f} on {len(nme)} sample faces, bound {bound}; "
+        f"worst: {results[int(np.argmax(nme))].image_path}")
+
+
 def photo_nme(landmarker):
     """Inter-ocular NME of the face the detector finds in the bundled photo."""
     from fld import metrics

@@ -40,11 +40,7 @@ def test_default_model_is_full_integer_int8(landmarker):
 
 
 def test_default_model_landmarks_on_held_out_real_faces(landmarker):
-    nme, results = check.sample_results(landmarker)
-    assert np.isfinite(nme).all()
-    assert nme.mean() < check.MAX_MEAN_NME_IO, (
-        f"mean NME io {nme.mean():.4f} on {len(nme)} sample faces, bound "
-        f"{check.MAX_MEAN_NME_IO}; worst: {results[int(np.argmax(nme))].image_path}")
+    check.assert_sample_nme_below(landmarker, check.MAX_MEAN_NME_IO)
 
 
 def test_default_model_finds_the_face_in_the_bundled_photo(landmarker):
@@ -74,11 +70,7 @@ def test_fast_model_is_a_full_integer_int8_single_crop(fast):
 
 
 def test_fast_model_landmarks_on_held_out_real_faces(fast):
-    nme, results = check.sample_results(fast)
-    assert np.isfinite(nme).all()
-    assert nme.mean() < check.FAST_MAX_MEAN_NME_IO, (
-        f"mean NME io {nme.mean():.4f} on {len(nme)} sample faces, bound "
-        f"{check.FAST_MAX_MEAN_NME_IO}; worst: {results[int(np.argmax(nme))].image_path}")
+    check.assert_sample_nme_below(fast, check.FAST_MAX_MEAN_NME_IO)
     assert check.photo_nme(fast) < check.FAST_MAX_PHOTO_NME_IO
 
 

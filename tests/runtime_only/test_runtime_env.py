@@ -124,6 +124,5 @@ def test_bundled_fast_model_under_tflite_runtime():
 
     landmarker = Landmarker(preset="fast")
     assert landmarker.model.runtime == "tflite_runtime" and not landmarker.info.flip_pair
-    nme, _ = check.sample_results(landmarker)
-    assert nme.mean() < check.FAST_MAX_MEAN_NME_IO, f"mean NME io {nme.mean():.4f}"
+    check.assert_sample_nme_below(landmarker, check.FAST_MAX_MEAN_NME_IO)
     assert check.photo_nme(landmarker) < check.FAST_MAX_PHOTO_NME_IO
