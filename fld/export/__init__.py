@@ -13,7 +13,8 @@
   API, shared by the rewriters.
 - ``landmark_model``: the whole export of a ``LandmarkDetector`` (convert, audit, embed
   metadata once, write atomically), and ``tflite_weights``: float weights read back out
-  of an int8 file.
+  of an int8 file; ``split_attention``: a MobileViT-v2's attention projections as the
+  two convolutions the int8 file runs fastest (the same function).
 
 No module imports TensorFlow at import time (the runtime-only environment reads
 ``calibration``).
@@ -26,8 +27,9 @@ from fld.export.landmark_model import ExportResult, export_landmarker
 from fld.export.output_head import (
     DEFAULT_CAP_PERCENTILE, DEFAULT_FINE_RATIO, FINE_OUTPUT, capped_fused_model, fine_output_name,
     map_peak_percentile)
+from fld.export.split_attention import split_attention
 
 __all__ = ["AuditError", "AuditReport", "audit", "layer_peaks", "outlier_crops",
            "QUANTIZE_MODES", "convert", "make_converter", "ExportResult", "export_landmarker",
            "DEFAULT_CAP_PERCENTILE", "DEFAULT_FINE_RATIO", "FINE_OUTPUT", "capped_fused_model",
-           "fine_output_name", "map_peak_percentile"]
+           "fine_output_name", "map_peak_percentile", "split_attention"]
