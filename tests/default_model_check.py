@@ -21,8 +21,8 @@ DEFAULT_68 = os.path.join(REPO, "fld", "runtime", "assets", "default_68.tflite")
 # faces), 2.5-2.8% on the photo. A random-weight or mis-cropped model scores 20-60%.
 MAX_MEAN_NME_IO = 0.07
 MAX_PHOTO_NME_IO = 0.06
-# The fast model (bundled name "fast", fast_68.tflite, one crop): 7.78% on these faces,
-# 5.56% on the photo (2026-12-07, AVX-512 VNNI EPYC). Its bounds, with the same margin:
+# The fast model (bundled name "fast", fast_68.tflite, one crop): 7.81% on these faces,
+# 5.26% on the photo (2026-12-07, AVX-512 VNNI EPYC). Its bounds, with the same margin:
 FAST_MAX_MEAN_NME_IO = 0.11
 FAST_MAX_PHOTO_NME_IO = 0.09
 
