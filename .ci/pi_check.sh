@@ -250,7 +250,11 @@ lap "x86 predict"
 # kernel shows as pixels at some points or as lost accuracy, and the second can hide under a
 # mean-distance bound: x86's AVX2 int8 MEAN overflow (before fld/export/mean_split.py) cost
 # +0.39% NME on the 60 sample faces, ~0.5 px of mean error at these faces' size. So the NME
-# against the ground truth is bounded too. With margin:
+# against the ground truth is bounded too. The fast model's flatter heatmaps move more with
+# rounding: tflite-runtime A72/A76 vs x86 max 4.88 px, mean 0.90 px (NME 7.36% vs x86's
+# 7.37%), less than its own x86 tflite-runtime vs ai-edge-litert difference (5.15 / 0.99
+# px; 2026-12-08): a model's pixel bounds are the larger of these and 1.25 x its x86
+# cross-runtime difference; the NME bound stays. With margin:
 MAX_DIFF_PX=4.0           # any point
 MAX_MEAN_DIFF_PX=0.8      # mean over points and faces
 MAX_NME_INCREASE=0.002    # aarch64's mean NME io at most 0.2% above x86's (--boxes faces)
@@ -292,10 +296,13 @@ for model in models:
         n, d = distances("x86/tflite_runtime", "x86/ai_edge_litert", model, mode)
         print(f"{model} {mode:6} {n} faces, for scale: x86 tflite-runtime vs x86 ai-edge-litert "
               f"max {d.max():.2f} px, mean {d.mean():.3f} px")
+        # the pixel bounds, or 1.25 x this model's own disagreement between two correct
+        # runtimes on one x86 CPU if larger (see above)
+        model_px, model_mean = max(max_px, 1.25 * d.max()), max(max_mean, 1.25 * d.mean())
         for runtime in runtimes:
             for cpu in cpus if mode == "boxes" else cpus[:1]:   # detector: first CPU only
                 n, d = distances(f"x86/{runtime}", f"{cpu}/{runtime}", model, mode)
-                ok = d.max() <= max_px and d.mean() <= max_mean
+                ok = d.max() <= model_px and d.mean() <= model_mean
                 line = f"  {runtime:14} {cpu:10} vs x86: max {d.max():.2f} px, mean {d.mean():.3f} px"
                 if mode == "boxes":
                     x86, arm = mean_nme(f"x86/{runtime}", model), mean_nme(f"{cpu}/{runtime}", model)
@@ -305,8 +312,10 @@ for model in models:
                 failed += [] if ok else [f"{model} {mode} {runtime} {cpu}"]
 if failed:
     sys.exit(f"pi_check: aarch64 landmarks differ from x86 beyond {max_px} px max / "
-             f"{max_mean} px mean / NME +{max_nme:.1%}: {', '.join(failed)}")
-print(f"aarch64 vs x86 within {max_px} px max, {max_mean} px mean, NME +{max_nme:.1%} everywhere")
+             f"{max_mean} px mean (or 1.25 x the model's x86 cross-runtime difference) / NME "
+             f"+{max_nme:.1%}: {', '.join(failed)}")
+print(f"aarch64 vs x86 within {max_px} px max, {max_mean} px mean (or the model's x86 "
+      f"cross-runtime difference), NME +{max_nme:.1%} everywhere")
 PY
 lap "comparison"
 (IFS=,; echo "pi_check passed in $((SECONDS - t0)) s:${timings[*]}")
