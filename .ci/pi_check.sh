@@ -315,7 +315,7 @@ if failed:
              f"{max_mean} px mean (or 1.25 x the model's x86 cross-runtime difference) / NME "
              f"+{max_nme:.1%}: {', '.join(failed)}")
 print(f"aarch64 vs x86 within {max_px} px max, {max_mean} px mean (or the model's x86 "
-      f"cross-runtime difference), NME +{max_nme:.1%} everywhere")
+      f"cross-runtime difference x 1.25), NME +{max_nme:.1%} everywhere")
 PY
 lap "comparison"
 (IFS=,; echo "pi_check passed in $((SECONDS - t0)) s:${timings[*]}")
