@@ -229,6 +229,14 @@ def print_pipeline(times: dict, others: list[str]) -> None:
               f" ({name} / blazeface)")
 
 
+def print_medians(times: dict, prefix: str = "", label: str = "", width: int = 20) -> None:
+    """The invoke and crop+invoke+decode lines (median, p90) of ``times``' ``prefix`` keys."""
+    for name, key in (("interpreter invoke", "invoke_ms"), ("crop+invoke+decode", "total_ms")):
+        values = np.asarray(times[prefix + key])
+        print(f"{label + name:>{width}}: median {np.median(values):.3f} ms, "
+              f"p90 {np.percentile(values, 90):.3f} ms")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -269,20 +277,13 @@ def main(argv):
               f"{DEFAULT_PASSES} landmark passes per face (Landmarker.detect)")
         print_pipeline(times, others)
         return 0
-    for name, key in (("interpreter invoke", "invoke_ms"),
-                      ("crop+invoke+decode", "total_ms")):
-        values = np.asarray(times[key])
-        print(f"{name:>20}: median {np.median(values):.3f} ms, "
-              f"p90 {np.percentile(values, 90):.3f} ms")
+    print_medians(times)
     if FLAGS.op_profile:
         print(f"host side (crop+invoke+decode minus invoke, medians): "
               f"{np.median(times['total_ms']) - np.median(times['invoke_ms']):.3f} ms")
     if baseline:
         print(f"baseline: {baseline}" + (", flip pair" if times["baseline_flip_pair"] else ""))
-        for name, key in (("interpreter invoke", "invoke_ms"), ("crop+invoke+decode", "total_ms")):
-            values = np.asarray(times["baseline_" + key])
-            print(f"{'baseline ' + name:>29}: median {np.median(values):.3f} ms, "
-                  f"p90 {np.percentile(values, 90):.3f} ms")
+        print_medians(times, "baseline_", "baseline ", width=29)
         print(f"baseline_latency_ms: {np.median(times['baseline_total_ms']):.3f}")
         ratio = np.median(times["total_ms"]) / np.median(times["baseline_total_ms"])
         print(f"landmark_step_ratio: {ratio:.3f} (crop+invoke+decode medians, model / "

@@ -146,9 +146,11 @@ class SeparableAttentionContext(keras.layers.Layer):
         return tuple(input_shape[:-1]) + ((input_shape[-1] - 1) // 2,)
 
     def count_macs(self) -> int:
-        inputs = self.input
-        _, p, n, c = (inputs[1] if isinstance(inputs, (list, tuple)) else inputs).shape
-        d = c if isinstance(inputs, (list, tuple)) else (c - 1) // 2
+        if isinstance(self.input, (list, tuple)):        # split: [qk, relu_v]
+            _, p, n, d = self.input[1].shape
+        else:
+            _, p, n, c = self.input.shape
+            d = (c - 1) // 2
         return 2 * p * n * d  # weighted sum + broadcast product
 
 
